@@ -1,0 +1,8 @@
+"""kOS Mesh: a federated peer-to-peer mesh for AI agents.
+
+Layers, bottom to top: ``identity`` (keys, peer ids, DIDs), ``wire`` (libp2p-compatible
+TCP + Noise + yamux), ``klp`` (signed Kind Link Protocol messages), ``node`` (the running
+process), ``api`` (local control API) and ``cli``.
+"""
+
+__version__ = "0.1.0"
