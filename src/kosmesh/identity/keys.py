@@ -1,7 +1,8 @@
 """Ed25519 keys (PyNaCl / libsodium) and their libp2p protobuf encodings.
 
 libp2p wraps keys in ``message PublicKey { KeyType Type = 1; bytes Data = 2; }``; the
-Ed25519 private key's Data is the 64-byte ``seed || public key``.
+Ed25519 private key's Data is the 64-byte ``seed || public key`` (the legacy 96-byte
+``seed || public key || public key`` form is accepted when reading).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Ed25519PrivateKey:
         return self._public
 
     def sign(self, message: bytes) -> bytes:
-        return self._signing_key.sign(message).signature  # type: ignore[no-any-return]
+        return self._signing_key.sign(message).signature
 
     def to_protobuf(self) -> bytes:
         return encode_fields([(1, KEY_TYPE_ED25519), (2, self.seed + self._public.raw)])
@@ -94,8 +95,13 @@ class Ed25519PrivateKey:
             raise KeyError_(f"malformed private key: {exc}") from None
         key_type = first_int(fields, 1)
         raw = first_bytes(fields, 2)
-        if key_type != KEY_TYPE_ED25519 or raw is None or len(raw) not in (32, 64):
+        if key_type != KEY_TYPE_ED25519 or raw is None or len(raw) not in (32, 64, 96):
             raise KeyError_("not an Ed25519 private key")
+        if len(raw) == 96:
+            # Legacy libp2p form seed || pubkey || pubkey: the two copies must agree.
+            if raw[32:64] != raw[64:]:
+                raise KeyError_("legacy private key's two public key copies differ")
+            raw = raw[:64]
         key = cls(raw[:32])
         if len(raw) == 64 and raw[32:] != key.public_key.raw:
             raise KeyError_("private key's embedded public key does not match its seed")

@@ -58,6 +58,9 @@ class PeerId:
 
     @classmethod
     def from_cid(cls, text: str) -> PeerId:
+        """Parse a CIDv1 peer id in base32 multibase (``b…``, e.g. ``bafz…``)."""
+        if not isinstance(text, str) or not text.startswith("b"):
+            raise PeerIdError("CID peer id must use the base32 multibase prefix 'b'")
         body = text[1:].upper()
         try:
             raw = base64.b32decode(body + "=" * (-len(body) % 8))
@@ -105,7 +108,9 @@ class PeerId:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PeerId) and other._bytes == self._bytes
 
-    def __lt__(self, other: PeerId) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, PeerId):
+            return NotImplemented
         return self._bytes < other._bytes
 
     def __hash__(self) -> int:
