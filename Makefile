@@ -1,0 +1,45 @@
+# kOS Mesh. Quick start: `make demo`, `make test`. Everything installs itself into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JS_STAMP := interop/js/node_modules/.installed
+
+.PHONY: install demo test test-fast lint bench interop-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "kosmesh needs Python 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# The js-libp2p peer used by the interop tests (Node.js + npm; installed from Debian if missing).
+interop-deps: $(JS_STAMP)
+
+$(JS_STAMP): interop/js/package.json interop/js/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --prefix interop/js --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: install
+	$(BIN)/kosmesh demo
+
+test: install interop-deps
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/pytest -q -x -m "not interop and not multiprocess"
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: install
+	bash bench/setup_py_libp2p.sh
+	$(BIN)/python bench/harness.py
+
+clean:
+	rm -rf $(VENV) .venv-libp2p interop/js/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,636 @@
+"""The asyncio adapter for one libp2p connection: TCP bytes in, streams out.
+
+All protocol decisions are made by the sans-I/O cores (multistream, Noise, yamux); this
+module only moves bytes between the socket and those cores, wakes waiting readers and
+arms the timers the cores cannot (handshake deadline, silent-peer detection).
+
+Upgrade order, as in the libp2p connections spec:
+``multistream(/noise) -> Noise XX -> multistream(/yamux/1.0.0) -> yamux``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from kosmesh.identity import Ed25519PrivateKey, PeerId
+from kosmesh.wire import multistream, noise, yamux
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["inbound", "outbound"]
+StreamHandler = Callable[["Stream"], Awaitable[None]]
+
+
+class ConnectionClosedError(ConnectionError):
+    """The connection is gone (closed locally, by the remote, or by a protocol error)."""
+
+
+class StreamResetError(ConnectionError):
+    """The stream was reset by either side."""
+
+
+class ProtocolNegotiationError(ConnectionError):
+    """The remote supports none of the protocols we proposed for a stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Bounds every connection enforces, whatever the remote does."""
+
+    handshake_timeout: float = 10.0
+    stream_negotiation_timeout: float = 10.0
+    idle_timeout: float = 60.0  # a remote silent this long (no bytes, not even pong) is dropped
+    keepalive_interval: float = 15.0
+    max_streams: int = 1024
+    max_negotiating_streams: int = 256
+    stream_receive_window: int = 1024 * 1024
+    max_write_buffer: int = 4 * 1024 * 1024
+
+
+class Stream:
+    """One yamux stream with an agreed protocol: an async byte pipe with half-close."""
+
+    __slots__ = (
+        "_buffer",
+        "_conn",
+        "_eof",
+        "_negotiator",
+        "_reset",
+        "_waiter",
+        "_writable_waiter",
+        "_write_closed",
+        "protocol",
+        "stream_id",
+    )
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.protocol: str | None = None
+        self._buffer: deque[bytes] = deque()
+        self._eof = False
+        self._reset = False
+        self._write_closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable_waiter: asyncio.Future[None] | None = None
+        self._negotiator: multistream.MultistreamDialer | multistream.MultistreamListener | None = None
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    @property
+    def remote_peer_id(self) -> PeerId:
+        return self._conn.remote_peer_id
+
+    # -- reading -------------------------------------------------------------------
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes`` of available data; ``b""`` once the remote has closed."""
+        while not self._buffer:
+            if self._reset:
+                raise StreamResetError(f"stream {self.stream_id} was reset")
+            if self._eof:
+                return b""
+            if self._conn.closed:
+                raise ConnectionClosedError("connection closed")
+            await self._wait_readable()
+        chunk = self._buffer.popleft()
+        if len(chunk) > max_bytes:
+            self._buffer.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        self._conn._consumed(self.stream_id, len(chunk))
+        return chunk
+
+    async def readexactly(self, n: int) -> bytes:
+        parts: list[bytes] = []
+        need = n
+        while need:
+            chunk = await self.read(need)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            need -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def read_all(self, limit: int) -> bytes:
+        """Everything until the remote closes; raises ValueError past ``limit`` bytes."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return b"".join(parts)
+            total += len(chunk)
+            if total > limit:
+                self.reset()
+                raise ValueError(f"stream sent more than {limit} bytes")
+            parts.append(chunk)
+
+    def _wait_readable(self) -> asyncio.Future[None]:
+        waiter = self._conn._loop.create_future()
+        self._waiter = waiter
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- writing -------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; it is framed as the peer's window allows. Await :meth:`drain`."""
+        if self._reset:
+            raise StreamResetError(f"stream {self.stream_id} was reset")
+        if self._write_closed:
+            raise ConnectionError("stream is closed for writing")
+        self._conn._send(self.stream_id, data)
+
+    async def drain(self) -> None:
+        """Wait until the queued data has been framed (the peer's window allowed it)."""
+        conn = self._conn
+        while conn._session.pending_send(self.stream_id) > 0 or conn._write_paused:
+            if self._reset:
+                raise StreamResetError(f"stream {self.stream_id} was reset")
+            if conn.closed:
+                raise ConnectionClosedError("connection closed")
+            waiter = conn._loop.create_future()
+            self._writable_waiter = waiter
+            await waiter
+
+    async def write_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.write(data)
+        await self.drain()
+
+    def _wake_writer(self) -> None:
+        waiter = self._writable_waiter
+        if waiter is not None:
+            self._writable_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def close(self) -> None:
+        """Half-close: we send no more; the remote may still send until it closes."""
+        if not self._write_closed and not self._reset and not self._conn.closed:
+            self._write_closed = True
+            self._conn._close_stream(self.stream_id)
+
+    def reset(self) -> None:
+        if not self._reset:
+            self._reset = True
+            self._conn._reset_stream(self.stream_id)
+            self._wake()
+            self._wake_writer()
+
+    @property
+    def is_reset(self) -> bool:
+        return self._reset
+
+
+class Connection(asyncio.Protocol):
+    """A secured, multiplexed connection to one authenticated peer."""
+
+    def __init__(
+        self,
+        *,
+        identity: Ed25519PrivateKey,
+        direction: Direction,
+        limits: ConnectionLimits,
+        expected_peer_id: PeerId | None = None,
+        stream_handler: Callable[[str], StreamHandler | None],
+        on_closed: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._identity = identity
+        self.direction: Direction = direction
+        self.limits = limits
+        self.connection_id = os.urandom(8).hex()
+        self._expected = expected_peer_id
+        self._lookup_handler = stream_handler
+        self._on_closed = on_closed
+        self._transport: asyncio.Transport | None = None
+        self._phase: Literal["ms-security", "noise", "ms-muxer", "open", "closed"] = "ms-security"
+        initiator = direction == "outbound"
+        self._ms: multistream.MultistreamDialer | multistream.MultistreamListener
+        if initiator:
+            self._ms = multistream.MultistreamDialer([noise.PROTOCOL_ID])
+        else:
+            self._ms = multistream.MultistreamListener(lambda p: p == noise.PROTOCOL_ID)
+        self._handshake = noise.NoiseHandshake(
+            initiator=initiator, identity=identity, remote_peer_id=expected_peer_id
+        )
+        self._noise: noise.NoiseTransport | None = None
+        self._session = yamux.YamuxSession(
+            is_client=initiator,
+            max_streams=limits.max_streams,
+            receive_window=limits.stream_receive_window,
+        )
+        self._streams: dict[int, Stream] = {}
+        self._negotiating = 0
+        self._pending_accept: dict[int, asyncio.Future[None]] = {}
+        self._write_paused = False
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self.closed_event = asyncio.Event()
+        self.remote_peer_id: PeerId = PeerId.from_public_key(identity.public_key)  # replaced after handshake
+        self.remote_address: tuple[str, int] | None = None
+        self.local_address: tuple[str, int] | None = None
+        self.established_at = 0.0
+        self.last_received = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._ping_waiters: dict[int, asyncio.Future[float]] = {}
+        self._ping_sent: dict[int, float] = {}
+        self._ping_counter = 0
+        self.close_reason: str | None = None
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.remote_address = (peer[0], peer[1]) if peer else None
+        self.local_address = (sock[0], sock[1]) if sock else None
+        self._timer = self._loop.call_later(self.limits.handshake_timeout, self._on_handshake_timeout)
+        self._write_raw(self._ms.initiate())
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.last_received = time.monotonic()
+        try:
+            transport = self._noise
+            if transport is None:
+                self._advance_insecure(data)
+            elif self._phase == "open":
+                plain = transport.receive_data(data)
+                if plain:
+                    self._handle_yamux(self._session.receive_data(plain))
+                self._flush()
+            elif self._phase == "ms-muxer":
+                self._advance_secured(transport.receive_data(data))
+        except (noise.NoiseError, multistream.MultistreamError) as exc:
+            self._fail(f"protocol error: {exc}")
+        except Exception as exc:  # one bad connection must never take the node down
+            log.exception("unexpected error on connection %s", self.connection_id)
+            self._fail(f"internal error: {exc.__class__.__name__}")
+
+    def eof_received(self) -> bool | None:
+        self._fail("remote closed the connection")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._fail("connection lost" if exc is None else f"connection lost: {exc}")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for stream in list(self._streams.values()):
+            stream._wake_writer()
+
+    # -- handshake -------------------------------------------------------------------
+    def _advance_insecure(self, data: bytes) -> None:
+        """multistream(/noise) then the Noise handshake, both in the clear."""
+        if self._phase == "ms-security":
+            out = self._ms.receive_data(data)
+            self._write_raw(out)
+            if self._ms.selected is None:
+                return
+            data = self._ms.unconsumed()
+            self._phase = "noise"
+            self._write_raw(self._handshake.initiate())
+            if not data:
+                return
+        if self._phase != "noise":
+            return
+        self._write_raw(self._handshake.receive_data(data))
+        if not self._handshake.complete:
+            return
+        transport = self._handshake.take_transport()
+        assert self._handshake.remote_peer_id is not None
+        self.remote_peer_id = self._handshake.remote_peer_id
+        self._noise = transport
+        self._phase = "ms-muxer"
+        if self.direction == "outbound":
+            self._ms = multistream.MultistreamDialer([yamux.PROTOCOL_ID])
+        else:
+            self._ms = multistream.MultistreamListener(lambda p: p == yamux.PROTOCOL_ID)
+        self._write_secured(self._ms.initiate())
+        leftover = self._handshake.unconsumed()
+        if leftover:
+            self._advance_secured(transport.receive_data(leftover))
+
+    def _advance_secured(self, plain: bytes) -> None:
+        """multistream(/yamux/1.0.0) inside Noise; then the connection is open."""
+        if not plain:
+            return
+        self._write_secured(self._ms.receive_data(plain))
+        if self._ms.selected is None:
+            return
+        rest = self._ms.unconsumed()
+        self._phase = "open"
+        self._on_open()
+        if rest:
+            self._handle_yamux(self._session.receive_data(rest))
+        self._flush()
+
+    def _on_open(self) -> None:
+        self.established_at = time.time()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(self.limits.keepalive_interval, self._on_keepalive)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def _on_handshake_timeout(self) -> None:
+        if self._phase != "open":
+            self._fail("handshake timed out")
+
+    def _on_keepalive(self) -> None:
+        if self._phase != "open":
+            return
+        silent = time.monotonic() - self.last_received
+        if silent > self.limits.idle_timeout:
+            self._fail(f"remote silent for {silent:.0f}s")
+            return
+        self._ping_counter = (self._ping_counter + 1) & 0xFFFFFFFF
+        self._session.ping(self._ping_counter)
+        self._flush()
+        self._timer = self._loop.call_later(self.limits.keepalive_interval, self._on_keepalive)
+
+    # -- yamux events ----------------------------------------------------------------
+    def _handle_yamux(self, events: list[yamux.Event]) -> None:
+        streams = self._streams
+        for event in events:
+            kind = type(event)
+            if kind is yamux.DataReceived:
+                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is None:
+                    continue
+                if stream.protocol is None:
+                    self._negotiate_data(stream, event.data)  # type: ignore[union-attr]
+                else:
+                    stream._buffer.append(event.data)  # type: ignore[union-attr]
+                    stream._wake()
+            elif kind is yamux.StreamOpened:
+                self._on_inbound_stream(event.stream_id)  # type: ignore[union-attr]
+            elif kind is yamux.StreamWritable:
+                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream._wake_writer()
+            elif kind is yamux.StreamEnded:
+                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream._eof = True
+                    stream._wake()
+                    if stream.protocol is None:
+                        self._abort_negotiation(stream, "remote closed the stream during negotiation")
+            elif kind is yamux.StreamReset:
+                stream = streams.pop(event.stream_id, None)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream._reset = True
+                    stream._wake()
+                    stream._wake_writer()
+                    if stream.protocol is None:
+                        self._abort_negotiation(stream, "stream reset during negotiation")
+            elif kind is yamux.PingAcknowledged:
+                opaque = event.opaque  # type: ignore[union-attr]
+                waiter = self._ping_waiters.pop(opaque, None)
+                sent = self._ping_sent.pop(opaque, None)
+                if waiter is not None and sent is not None and not waiter.done():
+                    waiter.set_result(time.monotonic() - sent)
+            elif kind is yamux.GoAwayReceived:
+                self.close_reason = f"remote sent go-away {event.code}"  # type: ignore[union-attr]
+            elif kind is yamux.ConnectionTerminated:
+                self._flush()
+                self._fail(f"yamux: {event.reason}")  # type: ignore[union-attr]
+                return
+
+    def _on_inbound_stream(self, stream_id: int) -> None:
+        if self._negotiating >= self.limits.max_negotiating_streams:
+            self._session.reset_stream(stream_id)
+            return
+        stream = Stream(self, stream_id)
+        listener = multistream.MultistreamListener(self._supports)
+        stream._negotiator = listener
+        self._streams[stream_id] = stream
+        self._negotiating += 1
+        self._session.send_data(stream_id, listener.initiate())
+        stream._negotiator = listener
+        self._arm_negotiation_timeout(stream)
+
+    def _supports(self, protocol: str) -> bool:
+        return self._lookup_handler(protocol) is not None
+
+    def _arm_negotiation_timeout(self, stream: Stream) -> None:
+        def expire() -> None:
+            if stream.protocol is None and not stream._reset:
+                self._abort_negotiation(stream, "protocol negotiation timed out")
+
+        self._loop.call_later(self.limits.stream_negotiation_timeout, expire)
+
+    def _negotiate_data(self, stream: Stream, data: bytes) -> None:
+        negotiator = stream._negotiator
+        assert negotiator is not None
+        self._consumed(stream.stream_id, len(data))
+        try:
+            out = negotiator.receive_data(data)
+        except multistream.MultistreamError as exc:
+            self._abort_negotiation(stream, str(exc))
+            return
+        if out:
+            self._session.send_data(stream.stream_id, out)
+        if negotiator.selected is None:
+            return
+        stream.protocol = negotiator.selected
+        stream._negotiator = None
+        self._negotiating -= 1
+        rest = negotiator.unconsumed()
+        if rest:
+            stream._buffer.append(rest)
+        if isinstance(negotiator, multistream.MultistreamListener):
+            handler = self._lookup_handler(stream.protocol)
+            if handler is None:  # handler removed meanwhile
+                stream.reset()
+                return
+            self._loop.create_task(self._run_handler(handler, stream))
+        else:
+            waiter = self._pending_accept.pop(stream.stream_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        stream._wake()
+
+    def _abort_negotiation(self, stream: Stream, reason: str) -> None:
+        if stream._negotiator is None:
+            return
+        stream._negotiator = None
+        self._negotiating -= 1
+        waiter = self._pending_accept.pop(stream.stream_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ProtocolNegotiationError(reason))
+        if not stream._reset:
+            stream.reset()
+        self._flush()
+
+    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+        try:
+            await handler(stream)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            stream.reset()
+        except Exception:
+            log.exception("handler for %s failed on stream %d", stream.protocol, stream.stream_id)
+            stream.reset()
+        else:
+            await stream.close()
+        finally:
+            self._maybe_forget(stream)
+
+    def _maybe_forget(self, stream: Stream) -> None:
+        if stream._reset or (stream._eof and stream._write_closed):
+            self._streams.pop(stream.stream_id, None)
+
+    # -- public API -------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._phase == "closed"
+
+    @property
+    def num_streams(self) -> int:
+        return len(self._streams)
+
+    async def open_stream(self, protocols: Sequence[str] | str) -> Stream:
+        """Open a stream and agree on the first of ``protocols`` the remote supports."""
+        if isinstance(protocols, str):
+            protocols = [protocols]
+        if self._phase != "open":
+            raise ConnectionClosedError("connection is not open")
+        try:
+            stream_id = self._session.open_stream()
+        except yamux.YamuxError as exc:
+            raise ConnectionClosedError(str(exc)) from None
+        stream = Stream(self, stream_id)
+        dialer = multistream.MultistreamDialer(list(protocols))
+        stream._negotiator = dialer
+        self._streams[stream_id] = stream
+        self._negotiating += 1
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._pending_accept[stream_id] = waiter
+        self._session.send_data(stream_id, dialer.initiate())
+        self._flush()
+        try:
+            async with asyncio.timeout(self.limits.stream_negotiation_timeout):
+                await waiter
+        except TimeoutError:
+            self._abort_negotiation(stream, "protocol negotiation timed out")
+            raise ProtocolNegotiationError(f"no answer negotiating {protocols[0]}") from None
+        return stream
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Round-trip time (seconds) of a yamux ping on this connection."""
+        if self._phase != "open":
+            raise ConnectionClosedError("connection is not open")
+        self._ping_counter = (self._ping_counter + 1) & 0xFFFFFFFF
+        opaque = self._ping_counter
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._ping_waiters[opaque] = waiter
+        self._ping_sent[opaque] = time.monotonic()
+        self._session.ping(opaque)
+        self._flush()
+        async with asyncio.timeout(timeout):
+            return await waiter
+
+    async def close(self, reason: str = "closed locally") -> None:
+        if self._phase == "open":
+            self._session.go_away(0)
+            self._flush()
+        self._fail(reason)
+        await self.closed_event.wait()
+
+    def abort(self, reason: str) -> None:
+        self._fail(reason)
+
+    # -- internals --------------------------------------------------------------------
+    def _send(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
+        if self._phase != "open":
+            raise ConnectionClosedError("connection closed")
+        self._session.send_data(stream_id, bytes(data) if isinstance(data, bytearray) else data)
+        self._flush()
+
+    def _consumed(self, stream_id: int, n: int) -> None:
+        if self._phase == "open":
+            self._session.consume(stream_id, n)
+            # window updates go out with the next flush (after this read's reply, usually)
+            self._loop.call_soon(self._flush)
+
+    def _close_stream(self, stream_id: int) -> None:
+        self._session.close_stream(stream_id)
+        self._flush()
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._maybe_forget(stream)
+
+    def _reset_stream(self, stream_id: int) -> None:
+        if self._phase == "open":
+            self._session.reset_stream(stream_id)
+            self._flush()
+        self._streams.pop(stream_id, None)
+
+    def _flush(self) -> None:
+        if self._phase != "open" and self._phase != "ms-muxer":
+            return
+        out = self._session.data_to_send()
+        if out:
+            self._write_secured(out)
+
+    def _write_raw(self, data: bytes) -> None:
+        if self._transport is not None and data:
+            self.bytes_sent += len(data)
+            self._transport.write(data)
+
+    def _write_secured(self, data: bytes) -> None:
+        if self._noise is not None and data:
+            self._write_raw(self._noise.encrypt(data))
+
+    def _fail(self, reason: str) -> None:
+        if self._phase == "closed":
+            return
+        was_open = self._phase == "open"
+        self._phase = "closed"
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+        error = ConnectionClosedError(self.close_reason)
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # mark retrieved: a failed dial is reported by the dialer
+        for waiter in self._pending_accept.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._pending_accept.clear()
+        for ping_waiter in self._ping_waiters.values():
+            if not ping_waiter.done():
+                ping_waiter.set_exception(error)
+        self._ping_waiters.clear()
+        for stream in self._streams.values():
+            stream._wake()
+            stream._wake_writer()
+        self.closed_event.set()
+        if self._on_closed is not None and was_open:
+            with contextlib.suppress(Exception):
+                self._on_closed(self)
