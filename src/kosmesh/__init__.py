@@ -6,3 +6,16 @@ process), ``api`` (local control API) and ``cli``.
 """
 
 __version__ = "0.1.0"
+
+from typing import Any
+
+__all__ = ["Node", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy, so `kosmesh --help` does not pay for the whole stack
+    if name == "Node":
+        from kosmesh.node.node import Node
+
+        return Node
+    raise AttributeError(name)

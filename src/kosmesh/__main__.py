@@ -1,0 +1,3 @@
+from kosmesh.cli.main import main
+
+main()

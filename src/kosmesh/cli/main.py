@@ -1,0 +1,267 @@
+"""The ``kosmesh`` command line. Every failure is one clear line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kosmesh.cli.client import ClientError, NodeClient
+from kosmesh.identity.keystore import KeystoreError
+from kosmesh.node.config import ROLES, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="kOS Mesh: a federated P2P mesh for AI agents.")
+node_app = typer.Typer(no_args_is_help=True, help="Run a node.")
+task_app = typer.Typer(no_args_is_help=True, help="Send tasks to agents.")
+config_app = typer.Typer(no_args_is_help=True, help="Node configuration.")
+app.add_typer(node_app, name="node")
+app.add_typer(task_app, name="task")
+app.add_typer(config_app, name="config")
+
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+_state: dict[str, Path] = {}
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def home() -> Path:
+    return _state["home"]
+
+
+def client() -> NodeClient:
+    try:
+        return NodeClient(home())
+    except ClientError as exc:
+        fail(str(exc))
+
+
+def call(method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+    try:
+        return client().call(method, path, body, timeout)
+    except ClientError as exc:
+        fail(str(exc))
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def main_options(
+    home_dir: Annotated[
+        Path | None,
+        typer.Option("--home", envvar="KOSMESH_HOME", help="Node home directory (default ~/.kosmesh)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr.")] = False,
+) -> None:
+    _state["home"] = (home_dir or Path("~/.kosmesh")).expanduser()
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+
+
+@app.command()
+def init(
+    passphrase: Annotated[
+        str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", help="Encrypt the key file with this passphrase.")
+    ] = None,
+) -> None:
+    """Create the node home: config, key (mode 0600), database. Prints the peer id and DID."""
+    from kosmesh.identity import PeerId
+    from kosmesh.identity.did_key import did_key_from_public_key
+    from kosmesh.node.node import init_home
+
+    try:
+        key, created = init_home(home(), passphrase=passphrase)
+    except (KeystoreError, ConfigError, OSError) as exc:
+        fail(str(exc))
+    out.print(f"{'Created' if created else 'Existing'} node home: {home()}", highlight=False)
+    out.print(f"Peer ID: {PeerId.from_public_key(key.public_key)}", highlight=False)
+    out.print(f"DID: {did_key_from_public_key(key.public_key)}", highlight=False)
+
+
+@node_app.command("run")
+def node_run(
+    listen: Annotated[list[str] | None, typer.Option("--listen", help="Multiaddr to listen on (repeatable).")] = None,
+    seed: Annotated[list[str] | None, typer.Option("--seed", help="Seed multiaddr to dial (repeatable).")] = None,
+    role: Annotated[str | None, typer.Option(help=f"Node role: {' | '.join(ROLES)}.")] = None,
+    passphrase: Annotated[str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", hidden=True)] = None,
+) -> None:
+    """Run a node until SIGINT/SIGTERM. Prints one `listening <multiaddr>` line per address."""
+    from kosmesh.node.node import Node, NodeError
+    from kosmesh.node.runner import run_node
+    from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
+
+    for addr in [*(listen or []), *(seed or [])]:
+        try:
+            Multiaddr.parse(addr)
+        except MultiaddrError as exc:
+            fail(f"bad multiaddr {addr!r}: {exc}")
+    if role is not None and role not in ROLES:
+        fail(f"role must be one of {', '.join(ROLES)}")
+    try:
+        node = Node(home(), listen=listen or None, seeds=seed or None, role=role, passphrase=passphrase)
+        asyncio.run(run_node(node))
+    except (NodeError, KeystoreError, ConfigError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """This node: peer id, DID, role, listen addresses, connections, agents."""
+    data = call("GET", "/v1/status")
+    if as_json:
+        emit_json(data)
+        return
+    out.print(f"[bold]Peer ID:[/] {data['peer_id']}", highlight=False)
+    out.print(f"[bold]DID:[/]     {data['did']}", highlight=False)
+    out.print(f"[bold]Role:[/]    {data['role']}    [bold]Uptime:[/] {data['uptime_s']}s", highlight=False)
+    for addr in data["listen_addrs"]:
+        out.print(f"[bold]Listen:[/]  {addr}", highlight=False)
+    table = Table(title=f"Connections ({len(data['connections'])})")
+    for col in ("peer", "direction", "address", "streams", "connection id"):
+        table.add_column(col)
+    for c in data["connections"]:
+        table.add_row(c["peer_id"], c["direction"], c["remote_addr"], str(c["streams"]), c["connection_id"])
+    out.print(table)
+    agents = Table(title="Agents")
+    agents.add_column("name")
+    agents.add_column("capabilities")
+    for a in data["agents"]:
+        agents.add_row(a["name"], ", ".join(a["capabilities"]))
+    out.print(agents)
+
+
+@app.command()
+def connect(multiaddr: Annotated[str, typer.Argument(help="/ip4/…/tcp/…/p2p/<peer id>")]) -> None:
+    """Connect to a peer and print the connection and its trust score."""
+    data = call("POST", "/v1/connect", {"multiaddr": multiaddr})
+    out.print(f"Connected to peer: {data['peer_id']}", highlight=False)
+    out.print(f"Connection ID: {data['connection_id']}", highlight=False)
+    out.print(f"Trust Score: {data['trust_score']}", highlight=False)
+
+
+@app.command()
+def peers(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Federated Peer Status: every known peer with status, trust, capabilities, last seen."""
+    data = call("GET", "/v1/peers")
+    if as_json:
+        emit_json(data)
+        return
+    table = Table(title="Federated Peer Status")
+    for col in ("peer id", "status", "trust", "role", "capabilities", "last seen"):
+        table.add_column(col)
+    for p in data:
+        colour = "green" if p["status"] == "connected" else "dim"
+        table.add_row(
+            p["peer_id"], f"[{colour}]{p['status']}[/]", f"{p['trust_score']:.1f}", p["role"] or "?",
+            ", ".join(p["capabilities"]) or "-", p["last_seen"],
+        )
+    out.print(table)
+
+
+@app.command()
+def trust(
+    klp_address: Annotated[str, typer.Argument(help="klp://<peer id>/agents/<name>")],
+    level: Annotated[float, typer.Option("--level", min=0, max=10, help="Trust level 0-10.")] = 8.0,
+) -> None:
+    """Add a trusted agent (its node's peers then meet trust requirements up to this level)."""
+    data = call("POST", "/v1/trust", {"address": klp_address, "level": level})
+    out.print(f"Added trusted agent: {data['address']}", highlight=False)
+    out.print(f"Trust Level: {data['trust_level']}", highlight=False)
+
+
+@task_app.command("send")
+def task_send(
+    klp_address: Annotated[str, typer.Argument(help="klp://<peer id>/agents/<name>")],
+    data: Annotated[str, typer.Option("--data", help="Task data as JSON.")] = "null",
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the response.")] = 30.0,
+    priority: Annotated[str, typer.Option(help="LOW | NORMAL | HIGH | CRITICAL")] = "NORMAL",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Send a signed TASK_REQUEST and print the verified response."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        fail(f"--data is not valid JSON: {exc}")
+    reply = call(
+        "POST", "/v1/task",
+        {"address": klp_address, "data": payload, "timeout": timeout, "priority": priority},
+        timeout=timeout + 10,
+    )
+    if as_json:
+        emit_json(reply)
+    else:
+        colour = {"processed": "green", "rejected": "red", "deferred": "yellow"}.get(reply["status"], "white")
+        out.print(f"Status: [{colour}]{reply['status']}[/]", highlight=False)
+        if reply.get("reason"):
+            out.print(f"Reason: {reply['reason']}", highlight=False)
+        if reply.get("retry_after") is not None:
+            out.print(f"Retry after: {reply['retry_after']}s", highlight=False)
+        out.print(f"Responder: {reply['responder']}  ({reply['rtt_ms']:.1f} ms)", highlight=False)
+        out.print(f"Data: {json.dumps(reply['result'])}", highlight=False)
+    if reply["status"] != "processed":
+        raise typer.Exit(2)
+
+
+@config_app.command("export")
+def config_export() -> None:
+    """The node configuration as JSON (never includes keys or tokens)."""
+    from kosmesh.node.config import load_config
+
+    try:
+        data = call("GET", "/v1/config") if (home() / "api.json").exists() else None
+    except typer.Exit:
+        data = None
+    if data is None:
+        from kosmesh.identity import PeerId
+        from kosmesh.identity.did_key import did_key_from_public_key
+        from kosmesh.identity.keystore import load_key
+        from kosmesh.node.config import KEY_FILE
+
+        if not (home() / "config.toml").exists():
+            fail(f"no node home at {home()}; run `kosmesh --home {home()} init` first")
+        try:
+            cfg = load_config(home())
+            data = cfg.to_dict()
+            key = load_key(home() / KEY_FILE)
+            data["peer_id"] = str(PeerId.from_public_key(key.public_key))
+            data["did"] = did_key_from_public_key(key.public_key)
+            data["home"] = str(home())
+        except (ConfigError, KeystoreError) as exc:
+            fail(str(exc))
+    emit_json(data)
+
+
+@app.command()
+def demo(
+    nodes: Annotated[int, typer.Option(min=2, max=16, help="Number of node processes.")] = 3,
+    tasks: Annotated[int, typer.Option(min=1, max=10_000, help="Tasks per ordered pair of nodes.")] = 20,
+) -> None:
+    """Start real node processes on loopback, connect them, send tasks, print a summary."""
+    from kosmesh.cli.demo import run_demo
+
+    try:
+        code = run_demo(nodes=nodes, tasks=tasks, console=out)
+    except ClientError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Node configuration: ``config.toml`` in the node's home, with defaults for every key.
+
+TOML is read with the standard library; we write it from our own small template so a
+fresh home is self-documenting. Secrets never live here (the key has its own file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROLES = ("peer", "gateway", "archive", "validator")
+CONFIG_FILE = "config.toml"
+KEY_FILE = "identity.key"
+DB_FILE = "node.db"
+API_FILE = "api.json"  # written while the node runs: port, pid, token file
+TOKEN_FILE = "api.token"
+
+
+class ConfigError(ValueError):
+    """config.toml is unreadable or holds an invalid value."""
+
+
+@dataclass(slots=True)
+class KLPConfig:
+    max_clock_skew_s: float = 120.0
+    max_message_bytes: int = 1024 * 1024
+    queue_capacity: int = 10_000
+    workers: int = 64
+    default_ttl: int = 60
+    task_timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class TrustConfig:
+    default_score: float = 5.0
+    peers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    role: str = "peer"
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/4001"])
+    seeds: list[str] = field(default_factory=list)
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    klp: KLPConfig = field(default_factory=KLPConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+
+    def validate(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        if not 0 <= self.trust.default_score <= 10:
+            raise ConfigError("trust.default_score must be between 0 and 10")
+        for peer, score in self.trust.peers.items():
+            if not 0 <= score <= 10:
+                raise ConfigError(f"trust score for {peer} must be between 0 and 10")
+        if self.klp.workers < 1 or self.klp.queue_capacity < 1:
+            raise ConfigError("klp.workers and klp.queue_capacity must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config(home: Path) -> NodeConfig:
+    path = home / CONFIG_FILE
+    if not path.exists():
+        return NodeConfig()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    cfg = NodeConfig()
+    node = raw.get("node", {})
+    try:
+        cfg.role = str(node.get("role", cfg.role))
+        cfg.listen = [str(a) for a in node.get("listen", cfg.listen)]
+        cfg.seeds = [str(a) for a in node.get("seeds", cfg.seeds)]
+        api = raw.get("api", {})
+        cfg.api_host = str(api.get("host", cfg.api_host))
+        cfg.api_port = int(api.get("port", cfg.api_port))
+        for key, value in raw.get("klp", {}).items():
+            if not hasattr(cfg.klp, key):
+                raise ConfigError(f"unknown setting klp.{key}")
+            setattr(cfg.klp, key, type(getattr(cfg.klp, key))(value))
+        trust = raw.get("trust", {})
+        cfg.trust.default_score = float(trust.get("default_score", cfg.trust.default_score))
+        cfg.trust.peers = {str(k): float(v) for k, v in trust.get("peers", {}).items()}
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"invalid value in {path}: {exc}") from None
+    cfg.validate()
+    return cfg
+
+
+def write_config(home: Path, cfg: NodeConfig) -> None:
+    """Write ``config.toml`` (TOML strings are JSON-compatible, so json.dumps quotes them)."""
+    q = json.dumps
+    peers = "\n".join(f"{q(k)} = {v}" for k, v in sorted(cfg.trust.peers.items()))
+    text = f"""# kosmesh node configuration. Edit and restart the node.
+[node]
+role = {q(cfg.role)}   # peer | gateway | archive | validator
+listen = {q(cfg.listen)}
+seeds = {q(cfg.seeds)}
+
+[api]
+host = {q(cfg.api_host)}   # the control API only ever binds to loopback
+port = {cfg.api_port}      # 0 picks a free port; the running node writes it to api.json
+
+[klp]
+max_clock_skew_s = {cfg.klp.max_clock_skew_s}
+max_message_bytes = {cfg.klp.max_message_bytes}
+queue_capacity = {cfg.klp.queue_capacity}
+workers = {cfg.klp.workers}
+default_ttl = {cfg.klp.default_ttl}
+task_timeout_s = {cfg.klp.task_timeout_s}
+
+[trust]
+default_score = {cfg.trust.default_score}   # 0-10, for peers with no other record
+
+[trust.peers]   # "<peer id>" = score
+{peers}
+"""
+    tmp = home / (CONFIG_FILE + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, home / CONFIG_FILE)

@@ -1,0 +1,306 @@
+"""KLP over libp2p streams (``/kos/klp/1.0.0``): the asyncio side of the KLP pipeline.
+
+Inbound: frames from a stream go through :class:`~kosmesh.klp.KLPProcessor` (the
+sans-I/O validation pipeline of seed III.B); accepted requests wait in a bounded
+priority queue (CRITICAL before LOW under load) for a worker, which dispatches by type
+and answers with a signed response on the same stream.
+
+Outbound: one long-lived stream per peer carries many requests at once; responses are
+matched to waiting callers by ``correlation_id`` and verified like any inbound message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kosmesh.identity import Ed25519PrivateKey, PeerId
+from kosmesh.klp import (
+    PROTOCOL_ID,
+    Accepted,
+    FrameReader,
+    FramingError,
+    KLPAddress,
+    KLPMessage,
+    KLPProcessor,
+    MessageType,
+    Priority,
+    PriorityQueue,
+    ProcessingResult,
+    TrustRequirements,
+    build_message,
+    encode_frame,
+    encode_message,
+    make_response,
+    parse_response,
+)
+from kosmesh.wire.connection import Connection, Stream
+
+log = logging.getLogger(__name__)
+
+STREAM_IDLE_TIMEOUT = 300.0
+MAX_IN_FLIGHT_PER_STREAM = 256
+
+Dispatcher = Callable[[KLPMessage], Awaitable[ProcessingResult]]
+
+
+class TaskError(Exception):
+    """A task could not be delivered or answered (timeout, no connection, bad response)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReply:
+    """The verified answer to a request."""
+
+    status: str
+    reason: str | None
+    retry_after: float | None
+    result: Any
+    responder: str
+    rtt_ms: float
+    message_id: str
+
+
+class _Job:
+    __slots__ = ("message", "stream")
+
+    def __init__(self, message: KLPMessage, stream: Stream) -> None:
+        self.message = message
+        self.stream = stream
+
+
+class KLPService:
+    """Serves and sends KLP messages for one node."""
+
+    def __init__(
+        self,
+        *,
+        identity: Ed25519PrivateKey,
+        processor: KLPProcessor,
+        dispatch: Dispatcher,
+        workers: int,
+        queue_capacity: int,
+        default_ttl: int,
+        on_message: Callable[[str, KLPMessage | None, str, str | None], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = PeerId.from_public_key(identity.public_key)
+        self.address = KLPAddress.for_node(self.peer_id)
+        self.processor = processor
+        self._dispatch = dispatch
+        self._queue: PriorityQueue[_Job] = PriorityQueue(queue_capacity)
+        self._ready = asyncio.Semaphore(0)
+        self._workers = [asyncio.get_running_loop().create_task(self._worker()) for _ in range(workers)]
+        self._default_ttl = default_ttl
+        self._on_message = on_message
+        self._channels: dict[str, _Channel] = {}
+        self.stats = {"received": 0, "rejected": 0, "deferred": 0, "processed": 0, "sent": 0}
+
+    # -- inbound ----------------------------------------------------------------------
+    async def handle_stream(self, stream: Stream) -> None:
+        reader = FrameReader(max_frame=self.processor.max_message_bytes)
+        while True:
+            async with asyncio.timeout(STREAM_IDLE_TIMEOUT):
+                chunk = await stream.read()
+            if not chunk:
+                return
+            try:
+                frames = reader.receive_data(chunk)
+            except FramingError as exc:
+                log.info("bad KLP framing from %s: %s", stream.remote_peer_id, exc)
+                stream.reset()
+                return
+            for raw in frames:
+                self._receive(raw, stream)
+
+    def _receive(self, raw: bytes, stream: Stream) -> None:
+        self.stats["received"] += 1
+        verdict = self.processor.check(raw, time.time())
+        if not isinstance(verdict, Accepted):
+            self.stats["rejected"] += 1
+            self._note("in", verdict.message, "rejected", verdict.reason)
+            if verdict.message is not None and verdict.message.type != MessageType.TASK_RESPONSE:
+                self._respond(stream, verdict.message, ProcessingResult("rejected", reason=verdict.reason))
+            return
+        message = verdict.message
+        if message.type == MessageType.TASK_RESPONSE:
+            self._note("in", message, "rejected", "unexpected_response")
+            return
+        pushed = self._queue.push(_Job(message, stream), int(message.metadata.priority))
+        if not pushed.accepted:
+            self.stats["deferred"] += 1
+            self._respond(stream, message, ProcessingResult("deferred", retry_after=pushed.retry_after))
+            return
+        if pushed.evicted is not None:
+            evicted = pushed.evicted
+            self.stats["deferred"] += 1
+            self._respond(
+                evicted.stream, evicted.message, ProcessingResult("deferred", retry_after=pushed.retry_after)
+            )
+        else:
+            self._ready.release()
+
+    async def _worker(self) -> None:
+        while True:
+            await self._ready.acquire()
+            job = self._queue.pop()
+            if job is None:
+                continue
+            try:
+                result = await self._dispatch(job.message)
+            except Exception:
+                log.exception("dispatch of %s failed", job.message.metadata.message_id)
+                result = ProcessingResult("rejected", reason="internal_error")
+            self.stats["processed" if result.status == "processed" else result.status] += 1
+            self._note("in", job.message, result.status, result.reason)
+            self._respond(job.stream, job.message, result)
+
+    def _respond(self, stream: Stream, request: KLPMessage, result: ProcessingResult) -> None:
+        if stream.is_reset or stream.connection.closed:
+            return
+        response = make_response(
+            self.identity, request, result, source=self.address, timestamp_ms=int(time.time() * 1000)
+        )
+        with contextlib.suppress(ConnectionError):
+            stream.write(encode_frame(encode_message(response)))
+
+    def _note(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
+        if self._on_message is not None:
+            self._on_message(direction, message, status, reason)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- outbound ---------------------------------------------------------------------
+    async def request(
+        self,
+        conn: Connection,
+        *,
+        type: MessageType,
+        target: KLPAddress,
+        data: Any,
+        timeout: float,
+        priority: Priority = Priority.NORMAL,
+        ttl: int | None = None,
+        source: KLPAddress | None = None,
+        trust_requirements: TrustRequirements | None = None,
+    ) -> TaskReply:
+        """Send one signed request over ``conn`` and wait for its verified response."""
+        channel = await self._channel(conn)
+        message = build_message(
+            self.identity,
+            type=type,
+            source=source or self.address,
+            target=target,
+            data=data,
+            priority=priority,
+            ttl=ttl or self._default_ttl,
+            trust_requirements=trust_requirements or TrustRequirements(),
+            timestamp_ms=int(time.time() * 1000),
+        )
+        self.stats["sent"] += 1
+        started = time.perf_counter()
+        response = await channel.call(message, timeout)
+        rtt = (time.perf_counter() - started) * 1000
+        result = parse_response(response)
+        return TaskReply(
+            status=result.status,
+            reason=result.reason,
+            retry_after=result.retry_after,
+            result=result.data,
+            responder=str(response.source),
+            rtt_ms=rtt,
+            message_id=message.metadata.message_id,
+        )
+
+    async def _channel(self, conn: Connection) -> _Channel:
+        channel = self._channels.get(conn.connection_id)
+        if channel is not None and channel.usable:
+            return channel
+        stream = await conn.open_stream(PROTOCOL_ID)
+        channel = _Channel(stream, self.processor, conn.remote_peer_id)
+        self._channels[conn.connection_id] = channel
+        channel.task.add_done_callback(lambda _t: self._channels.pop(conn.connection_id, None))
+        return channel
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for channel in list(self._channels.values()):
+            channel.task.cancel()
+        await asyncio.gather(
+            *self._workers, *(c.task for c in self._channels.values()), return_exceptions=True
+        )
+
+
+class _Channel:
+    """One outbound KLP stream with requests in flight, matched by correlation id."""
+
+    def __init__(self, stream: Stream, processor: KLPProcessor, remote: PeerId) -> None:
+        self.stream = stream
+        self._processor = processor
+        self._remote = remote
+        self._waiting: dict[str, asyncio.Future[KLPMessage]] = {}
+        self._closed = False
+        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def usable(self) -> bool:
+        return not self._closed and not self.stream.is_reset
+
+    async def call(self, message: KLPMessage, timeout: float) -> KLPMessage:
+        if len(self._waiting) >= MAX_IN_FLIGHT_PER_STREAM:
+            raise TaskError("too many requests in flight to this peer")
+        fut: asyncio.Future[KLPMessage] = asyncio.get_running_loop().create_future()
+        message_id = message.metadata.message_id
+        self._waiting[message_id] = fut
+        try:
+            self.stream.write(encode_frame(encode_message(message)))
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise TaskError(f"no response within {timeout:g}s") from None
+        except ConnectionError as exc:
+            raise TaskError(f"connection lost: {exc}") from None
+        finally:
+            self._waiting.pop(message_id, None)
+
+    async def _read_loop(self) -> None:
+        reader = FrameReader(max_frame=self._processor.max_message_bytes)
+        error: Exception = TaskError("peer closed the KLP stream")
+        try:
+            while True:
+                chunk = await self.stream.read()
+                if not chunk:
+                    break
+                for raw in reader.receive_data(chunk):
+                    self._deliver(raw)
+        except (ConnectionError, FramingError) as exc:
+            error = TaskError(f"KLP stream failed: {exc}")
+            self.stream.reset()
+        finally:
+            self._closed = True
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(error)
+
+    def _deliver(self, raw: bytes) -> None:
+        verdict = self._processor.check(raw, time.time())
+        if not isinstance(verdict, Accepted):
+            log.info("discarding response from %s: %s", self._remote, verdict.reason)
+            return
+        message = verdict.message
+        if message.type != MessageType.TASK_RESPONSE or message.metadata.correlation_id is None:
+            return
+        if message.source.authority_peer_id() != self._remote:
+            log.warning("response signed by %s arrived from %s; discarded", message.source, self._remote)
+            return
+        fut = self._waiting.get(message.metadata.correlation_id)
+        if fut is not None and not fut.done():
+            fut.set_result(message)

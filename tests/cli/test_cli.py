@@ -1,0 +1,158 @@
+"""The CLI against real `kosmesh node run` processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kosmesh.node.process import NodeProcess
+
+pytestmark = pytest.mark.multiprocess
+
+
+def kosmesh(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kosmesh", "--home", str(home), *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    a = NodeProcess(tmp_path / "a")
+    b = NodeProcess(tmp_path / "b")
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_init_prints_peer_id_and_did(tmp_path: Path) -> None:
+    result = kosmesh(tmp_path / "n", "init")
+    assert result.returncode == 0, result.stderr
+    assert "Peer ID: 12D3KooW" in result.stdout
+    assert "DID: did:key:z6Mk" in result.stdout
+    again = kosmesh(tmp_path / "n", "init")
+    assert again.stdout.split("Peer ID: ")[1] == result.stdout.split("Peer ID: ")[1]
+    assert oct((tmp_path / "n" / "identity.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_two_nodes_connect_peers_task_and_config(two_nodes: tuple[NodeProcess, NodeProcess]) -> None:
+    a, b = two_nodes
+    assert a.addrs[0].startswith("/ip4/127.0.0.1/tcp/")
+    assert a.addrs[0].endswith(f"/p2p/{a.peer_id}")
+
+    conn = kosmesh(a.home, "connect", b.addrs[0])
+    assert conn.returncode == 0, conn.stderr
+    assert f"Connected to peer: {b.peer_id}" in conn.stdout
+    assert "Connection ID: " in conn.stdout
+    assert "Trust Score: 5.0" in conn.stdout
+
+    peers = json.loads(kosmesh(a.home, "peers", "--json").stdout)
+    entry = next(p for p in peers if p["peer_id"] == b.peer_id)
+    assert entry["status"] == "connected"
+    assert entry["trust_score"] == 5.0
+    assert {"peer_id", "status", "trust_score", "capabilities", "last_seen"} <= set(entry)
+
+    table = kosmesh(a.home, "peers")
+    assert "Federated Peer Status" in table.stdout and b.peer_id in table.stdout
+
+    sent = kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", '{"x": [1, 2]}', "--json")
+    assert sent.returncode == 0, sent.stderr
+    reply = json.loads(sent.stdout)
+    assert reply["status"] == "processed"
+    assert reply["result"] == {"x": [1, 2]}
+    human = kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", '"hi"')
+    assert "Status: processed" in human.stdout and 'Data: "hi"' in human.stdout
+
+    missing = kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/nobody", "--data", "1")
+    assert missing.returncode == 2 and "no_eligible_agents" in missing.stdout
+
+    trust = kosmesh(a.home, "trust", f"klp://{b.peer_id}/agents/echo", "--level", "9")
+    assert trust.returncode == 0 and "Trust Level: 9.0" in trust.stdout
+    peers = json.loads(kosmesh(a.home, "peers", "--json").stdout)
+    assert next(p for p in peers if p["peer_id"] == b.peer_id)["trust_score"] == 9.0
+
+    status = json.loads(kosmesh(a.home, "status", "--json").stdout)
+    assert status["peer_id"] == a.peer_id
+    assert status["did"].startswith("did:key:z6Mk")
+    assert status["role"] == "peer"
+    assert any(c["peer_id"] == b.peer_id for c in status["connections"])
+    assert "echo" in [ag["name"] for ag in status["agents"]]
+
+    exported = kosmesh(a.home, "config", "export")
+    assert exported.returncode == 0, exported.stderr
+    config = json.loads(exported.stdout)
+    assert config["peer_id"] == a.peer_id and config["role"] == "peer"
+    key_text = (a.home / "identity.key").read_text()
+    token = (a.home / "api.token").read_text()
+    assert token not in exported.stdout
+    assert json.loads(key_text)["key"] not in exported.stdout
+
+
+def test_restart_keeps_identity_and_peer_table(two_nodes: tuple[NodeProcess, NodeProcess]) -> None:
+    a, b = two_nodes
+    assert kosmesh(a.home, "connect", b.addrs[0]).returncode == 0
+    first = a.peer_id
+    assert a.stop() == 0  # SIGTERM: clean exit
+    assert not (a.home / "api.json").exists()
+    again = NodeProcess(a.home)
+    try:
+        again.start()
+        assert again.peer_id == first
+        peers = json.loads(kosmesh(a.home, "peers", "--json").stdout)
+        assert b.peer_id in [p["peer_id"] for p in peers]
+    finally:
+        again.stop()
+
+
+def test_sigint_stops_cleanly(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "n")
+    node.start()
+    try:
+        node.signal(signal.SIGINT)
+        assert node.proc is not None
+        assert node.proc.wait(timeout=15) == 0
+    finally:
+        node.stop()
+
+
+def test_errors_are_one_clear_line(tmp_path: Path, two_nodes: tuple[NodeProcess, NodeProcess]) -> None:
+    a, b = two_nodes
+    assert_clean_error(kosmesh(a.home, "connect", "/ip4/1.2.3/tcp/1"), "multiaddr")
+    assert_clean_error(kosmesh(a.home, "connect", "not a multiaddr"), "multiaddr")
+    # an unreachable peer: a port nothing listens on
+    assert_clean_error(kosmesh(a.home, "connect", f"/ip4/127.0.0.1/tcp/1/p2p/{b.peer_id}"), "cannot reach")
+    assert_clean_error(kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", "{oops"), "JSON")
+    assert_clean_error(kosmesh(a.home, "task", "send", "klp://", "--data", "1"))
+    assert_clean_error(kosmesh(tmp_path / "nobody", "status"), "no running node")
+    assert_clean_error(kosmesh(tmp_path / "nobody", "peers", "--json"), "no running node")
+    assert_clean_error(kosmesh(a.home, "node", "run", "--listen", "/ip4/x/tcp/1"), "multiaddr")
+    assert_clean_error(kosmesh(a.home, "trust", "klp://bad address/x"))
+
+
+def test_demo_runs_three_processes(tmp_path: Path) -> None:
+    result = kosmesh(tmp_path / "unused", "demo", "--tasks", "3", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all tasks verified" in result.stdout
+    assert "stopped 3 nodes (cleanly)" in result.stdout

@@ -1,0 +1,234 @@
+"""Two in-process nodes on loopback: tasks, rejections, priorities, trust, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kosmesh import Node
+from kosmesh.klp import Priority
+from kosmesh.node.agents import AgentError, Task
+from kosmesh.node.config import NodeConfig
+from kosmesh.node.node import NodeError
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    a = Node(tmp_path / "a", listen=LOOPBACK)
+    b = Node(tmp_path / "b", listen=LOOPBACK)
+    async with a, b:
+        await a.connect(str(b.host.listen_addrs[0]))
+        yield a, b
+
+
+async def test_echo_task_round_trip(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    reply = await a.send_task(f"klp://{b.peer_id}/agents/echo", {"hello": "mesh", "n": [1, 2, 3]})
+    assert reply.status == "processed"
+    assert reply.result == {"hello": "mesh", "n": [1, 2, 3]}
+    assert reply.responder.startswith(f"klp://{b.peer_id}")
+    assert reply.rtt_ms > 0
+
+
+async def test_task_is_recorded_before_the_reply(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    reply = await a.send_task(f"klp://{b.peer_id}/agents/echo", "persist me")
+    rows = await b.storage.query("SELECT status, agent, request FROM tasks WHERE task_id=?", (reply.message_id,))
+    assert [(r["status"], r["agent"], r["request"]) for r in rows] == [("processed", "echo", '"persist me"')]
+
+
+async def test_custom_agent_and_agent_error(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+
+    @b.agent("upper", capabilities=["text"])
+    async def upper(task: Task) -> Any:
+        if not isinstance(task.data, str):
+            raise AgentError("expected text")
+        return {"text": task.data.upper(), "from": str(task.source)}
+
+    ok = await a.send_task(f"klp://{b.peer_id}/agents/upper", "shout")
+    assert ok.status == "processed"
+    assert ok.result["text"] == "SHOUT"
+    assert ok.result["from"] == f"klp://{a.peer_id}/"
+    bad = await a.send_task(f"klp://{b.peer_id}/agents/upper", 42)
+    assert (bad.status, bad.reason) == ("rejected", "expected text")
+
+
+async def test_unknown_agent_is_rejected(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    reply = await a.send_task(f"klp://{b.peer_id}/agents/nobody", {})
+    assert (reply.status, reply.reason) == ("rejected", "no_eligible_agents")
+
+
+async def test_crashing_agent_does_not_take_node_down(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+
+    async def crash(task: Task) -> Any:
+        raise RuntimeError("bug in agent")
+
+    b.register_agent("crash", crash)
+    reply = await a.send_task(f"klp://{b.peer_id}/agents/crash", None)
+    assert (reply.status, reply.reason) == ("rejected", "agent_error")
+    assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", 1)).status == "processed"
+
+
+async def test_insufficient_trust_end_to_end(tmp_path: Path) -> None:
+    cfg = NodeConfig()
+    cfg.trust.default_score = 2.0
+    a = Node(tmp_path / "a", listen=LOOPBACK)
+    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
+    async with a, b:
+        await a.connect(str(b.host.listen_addrs[0]))
+        from kosmesh.klp import MessageType, TrustRequirements
+
+        # the default request asks for no trust: accepted
+        assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", 1)).status == "processed"
+        # b trusts a at 2.0 by default; a request demanding 6.0 is refused at b
+        conn = a.host.connection_to(b.peer_id)
+        assert conn is not None and a.klp is not None
+        reply = await a.klp.request(
+            conn, type=MessageType.TASK_REQUEST, target=_addr(b, "echo"), data=1, timeout=5,
+            trust_requirements=TrustRequirements(minimum_trust_score=6.0),
+        )
+        assert (reply.status, reply.reason) == ("rejected", "insufficient_trust")
+        await b.add_trusted_agent(f"klp://{a.peer_id}/", 7.0)
+        reply = await a.klp.request(
+            conn, type=MessageType.TASK_REQUEST, target=_addr(b, "echo"), data=1, timeout=5,
+            trust_requirements=TrustRequirements(minimum_trust_score=6.0),
+        )
+        assert reply.status == "processed"
+
+
+def _addr(node: Node, agent: str) -> Any:
+    from kosmesh.klp import KLPAddress
+
+    return KLPAddress.for_agent(node.peer_id, agent)
+
+
+async def test_critical_before_low_under_load(tmp_path: Path) -> None:
+    cfg = NodeConfig()
+    cfg.klp.workers = 1
+    a = Node(tmp_path / "a", listen=LOOPBACK)
+    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
+    async with a, b:
+        await a.connect(str(b.host.listen_addrs[0]))
+        await hellos_done(a, b)
+        gate, running = asyncio.Event(), asyncio.Event()
+        order: list[str] = []
+
+        async def worker(task: Task) -> Any:
+            if task.data == "blocker":
+                running.set()
+                await gate.wait()
+            order.append(task.data)
+            return task.data
+
+        b.register_agent("work", worker)
+        target = f"klp://{b.peer_id}/agents/work"
+        blocker = asyncio.create_task(a.send_task(target, "blocker"))
+        await asyncio.wait_for(running.wait(), 10)  # the only worker is now busy
+        lows = [asyncio.create_task(a.send_task(target, f"low{i}", priority=Priority.LOW)) for i in range(5)]
+        await _until(lambda: b.klp is not None and b.klp.queue_depth == 5)
+        critical = asyncio.create_task(a.send_task(target, "critical", priority=Priority.CRITICAL))
+        await _until(lambda: b.klp is not None and b.klp.queue_depth == 6)
+        gate.set()
+        await asyncio.gather(blocker, critical, *lows)
+        assert order[0] == "blocker"
+        assert order[1] == "critical", order
+        assert order[2:] == [f"low{i}" for i in range(5)]
+
+
+async def test_full_queue_defers_with_retry_after(tmp_path: Path) -> None:
+    cfg = NodeConfig()
+    cfg.klp.workers = 1
+    cfg.klp.queue_capacity = 2
+    a = Node(tmp_path / "a", listen=LOOPBACK)
+    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
+    async with a, b:
+        await a.connect(str(b.host.listen_addrs[0]))
+        await hellos_done(a, b)
+        gate, running = asyncio.Event(), asyncio.Event()
+
+        async def slow(task: Task) -> Any:
+            running.set()
+            await gate.wait()
+            return task.data
+
+        b.register_agent("slow", slow)
+        target = f"klp://{b.peer_id}/agents/slow"
+        first = [asyncio.create_task(a.send_task(target, 0))]
+        await asyncio.wait_for(running.wait(), 10)  # the only worker is busy...
+        first += [asyncio.create_task(a.send_task(target, i)) for i in (1, 2)]  # ...and these fill the queue
+        await _until(lambda: b.klp is not None and b.klp.queue_depth == 2)
+        overflow = await a.send_task(target, "one too many")
+        assert overflow.status == "deferred"
+        assert overflow.retry_after is not None and overflow.retry_after > 0
+        gate.set()
+        assert all(r.status == "processed" for r in await asyncio.gather(*first))
+
+
+async def test_peer_records_exchanged(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+
+    async def record_known() -> bool:
+        peers = {p["peer_id"]: p for p in await a.peers()}
+        entry = peers.get(str(b.peer_id))
+        return bool(entry and entry["role"] == "peer" and "echo" in entry["agents"])
+
+    async with asyncio.timeout(10):
+        while not await record_known():
+            await asyncio.sleep(0.02)
+    peers = {p["peer_id"]: p for p in await a.peers()}
+    assert peers[str(b.peer_id)]["status"] == "connected"
+    assert "agent_hosting" in peers[str(b.peer_id)]["capabilities"]
+
+
+async def test_restart_keeps_identity_and_peers(tmp_path: Path) -> None:
+    b = Node(tmp_path / "b", listen=LOOPBACK)
+    async with b:
+        async with Node(tmp_path / "a", listen=LOOPBACK) as a:
+            first_id = a.peer_id
+            await a.connect(str(b.host.listen_addrs[0]))
+            await a.send_task(f"klp://{b.peer_id}/agents/echo", 1)
+        key_mode = stat.S_IMODE(os.stat(tmp_path / "a" / "identity.key").st_mode)
+        assert key_mode == 0o600
+        async with Node(tmp_path / "a", listen=LOOPBACK) as again:
+            assert again.peer_id == first_id
+            known = {p["peer_id"] for p in await again.peers()}
+            assert str(b.peer_id) in known
+            # it dials the peers it knew before the restart on its own
+            await _until(lambda: again.host.connection_to(b.peer_id) is not None)
+
+
+async def test_bad_inputs_are_node_errors(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    with pytest.raises(NodeError, match="multiaddr"):
+        await a.connect("/ip4/nonsense")
+    with pytest.raises(NodeError):
+        await a.send_task("http://not-klp/agents/x", 1)
+    with pytest.raises(NodeError, match="name records"):
+        await a.send_task("klp://node.domain.kai/agents/x", 1)
+    from kosmesh.identity import Ed25519PrivateKey, PeerId
+
+    unknown = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key)
+    with pytest.raises(NodeError, match="no reachable address"):
+        await a.send_task(f"klp://{unknown}/agents/echo", 1)
+
+
+async def hellos_done(a: Node, b: Node) -> None:
+    """Wait until both PEER_DISCOVERY hellos were served, so only the test's tasks are queued."""
+    await _until(lambda: all(n.klp is not None and n.klp.stats["processed"] >= 1 for n in (a, b)))
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.005)
