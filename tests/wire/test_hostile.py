@@ -220,3 +220,24 @@ def test_random_bytes_at_any_stage(stage: str, junk: bytes) -> None:
             writer.write(transport.encrypt(junk))
 
     asyncio.run(attack_then_check(attack))
+
+
+async def test_silent_peer_is_dropped_after_idle_timeout() -> None:
+    """A peer that completes the handshake and then goes silent (no pong) is disconnected."""
+    from kosmesh.wire.connection import ConnectionLimits
+    from kosmesh.wire.host import HostLimits
+
+    limits = HostLimits(connection=ConnectionLimits(idle_timeout=0.4, keepalive_interval=0.1))
+    target = Host(Ed25519PrivateKey.generate(), limits=limits)
+    addr = await target.listen("/ip4/127.0.0.1/tcp/0")
+    reader, writer = await asyncio.open_connection(*addr.tcp_endpoint())
+    try:
+        await muxed(reader, writer)
+        async with asyncio.timeout(5):
+            while await reader.read(65536):  # keepalive pings we never answer, then EOF
+                pass
+        assert reader.at_eof()
+        assert target.connections == []
+    finally:
+        writer.close()
+        await target.close()
