@@ -48,6 +48,7 @@ ADDR_A = KLPAddress.for_agent(PEER_A, "client")
 ADDR_B = KLPAddress.for_agent(PEER_B, "echo")
 T0_MS = 1_750_000_000_000
 T0 = T0_MS / 1000
+FIXED_NONCE = bytes(range(8))  # build_message draws a random nonce unless given one
 
 
 def make(key: Ed25519PrivateKey = KEY_A, **overrides: Any) -> KLPMessage:
@@ -58,6 +59,7 @@ def make(key: Ed25519PrivateKey = KEY_A, **overrides: Any) -> KLPMessage:
         "target": ADDR_B,
         "data": {"task": "echo", "text": "hello"},
         "timestamp_ms": T0_MS,
+        "nonce": FIXED_NONCE,
     }
     kwargs.update(overrides)
     return build_message(key, **kwargs)
@@ -189,9 +191,9 @@ def test_encoding_is_byte_identical_across_runs() -> None:
         ttl=30,
     )
     assert encode_message(msg) == encode_message(again)
-    assert msg.metadata.message_id == "d8b347f601ed4d7a1cb9c9397cca5bfa"
+    assert msg.metadata.message_id == "979fb098bcebc98bc7a9cb89116ba361"
     assert hashlib.sha256(encode_message(msg)).hexdigest() == (
-        "135d3041dcf8ba06f2fbfe72570fd4ac2932eccd672146729917b7ac7cd2f811"
+        "4e9f10ece1e901db78ffc5c670c088e344948ff04df73a256159342d6752038f"
     )
 
 
@@ -208,6 +210,7 @@ def test_wire_layout_uses_seed_field_names() -> None:
     assert cbor2.loads(env["payload"]["data"]) == {"task": "echo", "text": "hello"}
     assert set(env["metadata"]) == {
         "message_id",
+        "nonce",
         "correlation_id",
         "priority",
         "ttl",
@@ -527,3 +530,23 @@ def test_dataclass_defaults_match_the_seed() -> None:
     assert [p.value for p in Priority] == [1, 5, 8, 10]
     assert len(MessageType) == 8
     assert [v.value for v in VerificationLevel] == ["none", "basic", "strong", "cryptographic"]
+
+
+def test_same_content_sent_twice_is_two_messages() -> None:
+    # build_message draws a fresh nonce: an honest repeat within the same millisecond must not
+    # collide with the first sending (same id would read as a replay)
+    first = make(nonce=None)
+    second = make(nonce=None)
+    assert first.metadata.nonce != second.metadata.nonce
+    assert first.metadata.message_id != second.metadata.message_id
+    assert verify_signature(decode_message(encode_message(second)))
+
+
+@pytest.mark.parametrize("nonce", [b"", b"\x00" * 7, b"\x00" * 33])
+def test_nonce_length_is_bounded(nonce: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        make(nonce=nonce)
+    envelope = to_dict(encode_message(make()))
+    envelope["metadata"]["nonce"] = nonce
+    with pytest.raises(EnvelopeError):
+        decode_message(reseal(envelope))

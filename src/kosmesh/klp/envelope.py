@@ -6,7 +6,8 @@ Wire form: one deterministic CBOR map (RFC 8949 §4.2.1, the same bytes as
     {"version": "1.0", "type": "TASK_REQUEST", "source": "klp://…", "target": "klp://…",
      "payload": {"content_type": …, "data": <bstr>, "encryption": {"enabled": false},
                  "compression": {"enabled": false}},
-     "metadata": {"message_id": <32 hex>, "correlation_id"?: …, "priority": 5, "ttl": 60,
+     "metadata": {"message_id": <32 hex>, "nonce": <8-32 byte bstr>, "correlation_id"?: …,
+                  "priority": 5, "ttl": 60,
                   "routing_hints": [{"kind": …, "value": …}],
                   "trust_requirements": {"minimum_trust_score": 0.0, "required_endorsements": 0,
                                          "verification_level": "none"}},
@@ -19,7 +20,9 @@ re-compressed to be verified, and encryption can wrap it unchanged.
 
 The signature is Ed25519, by the source authority's key, over the encoding of the envelope without
 ``signature``. The message id is the hex of the first 16 bytes of SHA-256 over the encoding without
-``signature`` and without ``metadata.message_id``: 128 bits, derived from content.
+``signature`` and without ``metadata.message_id``: 128 bits, derived from content. The metadata's
+random ``nonce`` (an addition to the seed's fields) makes two sendings of the same content two
+messages, so content addressing never turns an honest repeat into a "replay".
 
 The encoder assembles the canonical map from pre-encoded parts (the key order is fixed, since every
 key is a short text string) so that the id input, the signed bytes and the wire bytes share work.
@@ -32,6 +35,7 @@ import base64
 import hashlib
 import io
 import math
+import os
 import re
 import zlib
 from collections.abc import Iterator, Mapping
@@ -204,6 +208,7 @@ class Metadata:
     ttl: int = 60
     routing_hints: tuple[RoutingHint, ...] = ()
     trust_requirements: TrustRequirements = TrustRequirements()
+    nonce: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,7 @@ _K_ALGORITHM = _text("algorithm")
 _K_TTL = _text("ttl")
 _K_PRIORITY = _text("priority")
 _K_MESSAGE_ID = _text("message_id")
+_K_NONCE = _text("nonce")
 _K_ROUTING_HINTS = _text("routing_hints")
 _K_CORRELATION_ID = _text("correlation_id")
 _K_TRUST = _text("trust_requirements")
@@ -305,6 +311,9 @@ _PRIORITIES_BY_VALUE = {int(p): p for p in Priority}
 _LEVELS_BY_VALUE = {v.value: v for v in VerificationLevel}
 _VERSION_RE = re.compile(r"1\.(?:0|[1-9][0-9]{0,3})")
 _MESSAGE_ID_RE = re.compile(r"[0-9a-f]{32}")
+NONCE_BYTES = 8
+MIN_NONCE_BYTES = 8
+MAX_NONCE_BYTES = 32
 
 
 @lru_cache(maxsize=64)
@@ -348,9 +357,10 @@ def _metadata_cbor(
     hints_cbor: bytes,
     correlation_id: str | None,
     trust_cbor: bytes,
+    nonce: bytes,
 ) -> bytes:
-    n = 4 + (message_id is not None) + (correlation_id is not None)
-    parts = [bytes((0xA0 | n,)), _K_TTL, _head(0, ttl), _K_PRIORITY, _PRIORITY_CBOR[priority]]
+    n = 5 + (message_id is not None) + (correlation_id is not None)
+    parts = [bytes((0xA0 | n,)), _K_TTL, _head(0, ttl), _K_NONCE, _bstr(nonce), _K_PRIORITY, _PRIORITY_CBOR[priority]]
     if message_id is not None:
         parts += (_K_MESSAGE_ID, _text(message_id))
     parts += (_K_ROUTING_HINTS, hints_cbor)
@@ -414,7 +424,13 @@ def _encode_all(
     trust = _trust_cbor(metadata.trust_requirements)
     ttl, priority, corr = metadata.ttl, metadata.priority, metadata.correlation_id
     meta_no_id = _metadata_cbor(
-        ttl=ttl, priority=priority, message_id=None, hints_cbor=hints, correlation_id=corr, trust_cbor=trust
+        ttl=ttl,
+        priority=priority,
+        message_id=None,
+        hints_cbor=hints,
+        correlation_id=corr,
+        trust_cbor=trust,
+        nonce=metadata.nonce,
     )
     meta = _metadata_cbor(
         ttl=ttl,
@@ -423,6 +439,7 @@ def _encode_all(
         hints_cbor=hints,
         correlation_id=corr,
         trust_cbor=trust,
+        nonce=metadata.nonce,
     )
     tail = _K_TIMESTAMP + _head(0, timestamp_ms)
     return (
@@ -653,6 +670,12 @@ def _check_timestamp(timestamp_ms: Any) -> int:
     return timestamp_ms
 
 
+def _check_nonce(nonce: Any, reason: str | None = None) -> bytes:
+    if type(nonce) is not bytes or not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+        _fail(reason or REASON_INVALID_STRUCTURE, f"nonce must be {MIN_NONCE_BYTES}-{MAX_NONCE_BYTES} bytes")
+    return nonce
+
+
 def _check_message_id(message_id: Any) -> str:
     if type(message_id) is not str or _MESSAGE_ID_RE.fullmatch(message_id) is None:
         _fail(REASON_INVALID_STRUCTURE, "message_id must be 32 lowercase hex digits")
@@ -714,6 +737,7 @@ def build_message(
     trust_requirements: TrustRequirements = TrustRequirements(),
     compression: str | None = None,
     version: str = KLP_VERSION,
+    nonce: bytes | None = None,
 ) -> KLPMessage:
     """Build a signed message: encode the payload, derive the content-addressed id, sign.
 
@@ -729,6 +753,7 @@ def build_message(
     _check_payload_fields(content_type, _NO_ENCRYPTION, comp)
     _check_metadata_fields(ttl, priority, correlation_id, hints, trust_requirements)
     _check_timestamp(timestamp_ms)
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else _check_nonce(nonce)
     signer = signer_key_for(source.authority)
     if signer is not None and signer.raw != identity.public_key.raw:
         _fail(REASON_INVALID_STRUCTURE, "source authority is a peer id that is not the signing identity")
@@ -753,6 +778,7 @@ def build_message(
                 hints_cbor=hints_cbor,
                 correlation_id=correlation_id,
                 trust_cbor=trust_cbor,
+                nonce=nonce,
             ),
             tail,
         )
@@ -765,6 +791,7 @@ def build_message(
         hints_cbor=hints_cbor,
         correlation_id=correlation_id,
         trust_cbor=trust_cbor,
+        nonce=nonce,
     )
     signed = b"\xa7" + prefix + meta + tail
     signature = identity.sign(signed)
@@ -777,6 +804,7 @@ def build_message(
             "ttl": ttl,
             "routing_hints": hints,
             "trust_requirements": trust_requirements,
+            "nonce": nonce,
         },
     )
     msg = _fast(
@@ -806,6 +834,7 @@ def _encodings(msg: KLPMessage) -> tuple[bytes, bytes, bytes]:
     _check_payload_fields(pl.content_type, pl.encryption, pl.compression)
     _check_metadata_fields(md.ttl, md.priority, md.correlation_id, md.routing_hints, md.trust_requirements)
     _check_message_id(md.message_id)
+    _check_nonce(md.nonce)
     _check_timestamp(msg.timestamp_ms)
     if not isinstance(msg.signature, bytes):
         _fail(REASON_INVALID_STRUCTURE, "signature must be bytes")
@@ -861,7 +890,7 @@ _TOP_KEYS = frozenset(
     {"version", "type", "source", "target", "payload", "metadata", "signature", "timestamp"}
 )
 _PAYLOAD_KEYS = frozenset({"content_type", "data", "encryption", "compression"})
-_META_REQUIRED = frozenset({"message_id", "priority", "ttl", "routing_hints", "trust_requirements"})
+_META_REQUIRED = frozenset({"message_id", "nonce", "priority", "ttl", "routing_hints", "trust_requirements"})
 _META_ALL = _META_REQUIRED | {"correlation_id"}
 _TRUST_KEYS = frozenset({"minimum_trust_score", "required_endorsements", "verification_level"})
 _HINT_KEYS = frozenset({"kind", "value"})
@@ -1023,6 +1052,7 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
 
     md = _map("metadata", top["metadata"], _META_REQUIRED, _META_ALL)
     message_id = _check_message_id(md["message_id"])
+    nonce = _check_nonce(md["nonce"], REASON_INVALID_STRUCTURE)
     correlation_id = md.get("correlation_id")
     if "correlation_id" in md:  # absent when unset, never null
         _check_text_field("correlation_id", correlation_id)
@@ -1053,6 +1083,7 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
             "ttl": ttl,
             "routing_hints": hints,
             "trust_requirements": _trust_requirements(score, endorsements, level),
+            "nonce": nonce,
         },
     )
 
@@ -1124,6 +1155,7 @@ def message_to_json(msg: KLPMessage) -> dict[str, Any]:
     pl, md, tr = msg.payload, msg.metadata, msg.metadata.trust_requirements
     metadata: dict[str, Any] = {
         "message_id": md.message_id,
+        "nonce": md.nonce.hex(),
         "priority": int(md.priority),
         "ttl": md.ttl,
         "routing_hints": [{"kind": h.kind, "value": h.value} for h in md.routing_hints],

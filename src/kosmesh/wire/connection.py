@@ -571,8 +571,8 @@ class Connection(asyncio.Protocol):
     def _consumed(self, stream_id: int, n: int) -> None:
         if self._phase == "open":
             self._session.consume(stream_id, n)
-            # window updates go out with the next flush (after this read's reply, usually)
-            self._loop.call_soon(self._flush)
+            # a window update is due only every half window: flushing here costs nothing otherwise
+            self._flush()
 
     def _close_stream(self, stream_id: int) -> None:
         self._session.close_stream(stream_id)

@@ -1,0 +1,160 @@
+"""kosmesh signed KLP tasks: TASK_REQUEST → echo agent → TASK_RESPONSE between two nodes.
+
+Every request is built and Ed25519-signed by the client node, verified by the server's
+pipeline (structure, signature, timestamp, TTL, replay, trust), dispatched through its
+priority queue to the built-in echo agent, recorded in SQLite (committed before the
+reply, group-committed), answered with a signed response, and verified by the client.
+
+Metrics: ``rtt`` = sequential task round-trips/s with a 256-byte payload; ``extra``:
+``tasks_per_s_16_inflight`` (16 concurrent requesters) and its p50/p99 latency;
+``dial`` = time to connect the two nodes. Bulk and streams do not apply (null).
+
+READY line: ``READY <host> <port> <peer id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from _common import (
+    RTT_PAYLOAD,
+    ClientArgs,
+    CpuMeter,
+    Result,
+    announce_ready,
+    describe,
+    emit,
+    install_stop_handlers,
+    median,
+    now,
+    parse_cli,
+)
+
+from kosmesh import Node
+
+HOST = "127.0.0.1"
+IN_FLIGHT = 16
+
+
+async def serve() -> None:
+    home = Path(tempfile.mkdtemp(prefix="bench-klp-server-"))
+    try:
+        async with Node(home, listen=[f"/ip4/{HOST}/tcp/0"]) as node:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            install_stop_handlers(lambda: loop.call_soon_threadsafe(stop.set))
+            announce_ready(HOST, node.host.listen_addrs[0].tcp_endpoint()[1], str(node.peer_id))
+            await stop.wait()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def measure_rtt(node: Node, target: str, args: ClientArgs, result: Result) -> None:
+    payload = "r" * RTT_PAYLOAD
+    end_warmup = now() + args.warmup
+    while now() < end_warmup:
+        await node.send_task(target, payload)
+    samples: list[float] = []
+    cpu = CpuMeter()
+    start = t = now()
+    while t < start + args.duration:
+        reply = await node.send_task(target, payload)
+        if reply.status != "processed" or reply.result != payload:
+            raise RuntimeError(f"bad reply: {reply.status} {reply.reason}")
+        t2 = now()
+        samples.append(t2 - t)
+        t = t2
+    result.rtt_per_s = len(samples) / (t - start)
+    p50 = median(samples)
+    result.rtt_p50_us = None if p50 is None else p50 * 1e6
+    cpu.record(result, "rtt", len(samples))
+
+
+async def measure_in_flight(node: Node, target: str, args: ClientArgs, result: Result) -> None:
+    payload = "r" * RTT_PAYLOAD
+    latencies: list[float] = []
+    failures = 0
+    deadline = 0.0
+
+    async def requester() -> None:
+        nonlocal failures
+        while now() < deadline:
+            t = now()
+            reply = await node.send_task(target, payload)
+            if reply.status == "processed":
+                latencies.append(now() - t)
+            else:
+                failures += 1
+
+    deadline = now() + args.warmup
+    await asyncio.gather(*(requester() for _ in range(IN_FLIGHT)))
+    latencies.clear()
+    cpu = CpuMeter()
+    start = now()
+    deadline = start + args.duration
+    await asyncio.gather(*(requester() for _ in range(IN_FLIGHT)))
+    elapsed = now() - start
+    result.extra["tasks_per_s_16_inflight"] = len(latencies) / elapsed
+    result.extra["tasks_16_p50_ms"] = statistics.median(latencies) * 1000 if latencies else None
+    if len(latencies) >= 100:
+        result.extra["tasks_16_p99_ms"] = statistics.quantiles(latencies, n=100)[98] * 1000
+    result.extra["tasks_16_not_processed"] = failures
+    spent = cpu.seconds()
+    if spent is not None and latencies:
+        result.extra["tasks_16_cpu_us"] = spent / len(latencies) * 1e6
+
+
+async def measure_dial(node: Node, target: str, args: ClientArgs, result: Result) -> None:
+    times: list[float] = []
+    for _ in range(args.dials):
+        started = now()
+        conn = await node.host.dial(target, reuse=False)
+        times.append((now() - started) * 1000)
+        await conn.close()
+    result.dial_ms_all = times
+    result.dial_ms = median(times)
+
+
+async def client(args: ClientArgs) -> None:
+    result = Result(system="kosmesh-klp")
+    peer = args.extra[0]
+    addr = f"/ip4/{args.host}/tcp/{args.port}/p2p/{peer}"
+    target = f"klp://{peer}/agents/echo"
+    home = Path(tempfile.mkdtemp(prefix="bench-klp-client-"))
+    try:
+        async with Node(home, listen=[f"/ip4/{HOST}/tcp/0"]) as node:
+            await node.connect(addr)
+            steps = {
+                "rtt": lambda: measure_rtt(node, target, args, result),
+                "inflight": lambda: measure_in_flight(node, target, args, result),
+                "dial": lambda: measure_dial(node, addr, args, result),
+            }
+            wanted = [m for m in args.metrics if m in steps]
+            if "rtt" in wanted:
+                wanted.insert(wanted.index("rtt") + 1, "inflight")
+            for metric in wanted:
+                try:
+                    await steps[metric]()
+                except Exception as exc:
+                    result.errors[metric] = describe(exc)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    result.notes.append("bulk and streams do not apply to KLP tasks")
+    emit(result)
+
+
+def main() -> None:
+    mode, args = parse_cli()
+    if mode == "server":
+        asyncio.run(serve())
+    else:
+        assert args is not None
+        asyncio.run(client(args))
+
+
+if __name__ == "__main__":
+    main()
