@@ -345,8 +345,8 @@ class Node:
         return result
 
     def _log_message(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
-        if message is None:
-            return
+        if message is None or (status == "processed" and message.type == MessageType.TASK_REQUEST):
+            return  # unverifiable input is not worth a row; processed tasks have theirs in `tasks`
         self.storage.write_nowait(
             "INSERT INTO messages(message_id, direction, type, source, target, status, reason, logged_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -566,6 +566,8 @@ class Connection(asyncio.Protocol):
         if self._phase != "open":
             raise ConnectionClosedError("connection closed")
         self._session.send_data(stream_id, bytes(data) if isinstance(data, bytearray) else data)
+        # Flushed at once, not corked per loop iteration: measured, corking makes two busy peers
+        # take turns on whole batches instead of overlapping, halving pipelined KLP throughput.
         self._flush()
 
     def _consumed(self, stream_id: int, n: int) -> None:
