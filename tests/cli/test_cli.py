@@ -156,3 +156,28 @@ def test_demo_runs_three_processes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all tasks verified" in result.stdout
     assert "stopped 3 nodes (cleanly)" in result.stdout
+
+
+def test_passphrase_protected_key(tmp_path: Path) -> None:
+    home = tmp_path / "locked"
+    env_home = ["--home", str(home)]
+    created = subprocess.run(
+        [sys.executable, "-m", "kosmesh", *env_home, "init"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, KOSMESH_PASSPHRASE="correct horse"),
+    )
+    assert created.returncode == 0, created.stderr
+    key_file = json.loads((home / "identity.key").read_text())
+    assert key_file["encrypted"] is True and "correct horse" not in (home / "identity.key").read_text()
+    # without the passphrase the node refuses to start, with one clear line
+    assert_clean_error(kosmesh(home, "node", "run"), "passphrase")
+    wrong = subprocess.run(
+        [sys.executable, "-m", "kosmesh", *env_home, "node", "run"],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ, KOSMESH_PASSPHRASE="wrong"),
+    )
+    assert_clean_error(wrong, "passphrase")
+    node = NodeProcess(home, env={"KOSMESH_PASSPHRASE": "correct horse"})
+    try:
+        node.start()
+        assert created.stdout.split("Peer ID: ")[1].split()[0] == node.peer_id
+    finally:
+        node.stop()

@@ -22,8 +22,16 @@ class NodeProcessError(RuntimeError):
 class NodeProcess:
     """One ``kosmesh node run`` child process; ``stop()`` always reaps it."""
 
-    def __init__(self, home: Path, *, listen: list[str] | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        listen: list[str] | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
+        self.env = env or {}
         self.listen = listen or ["/ip4/127.0.0.1/tcp/0"]
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[str] | None = None
@@ -37,7 +45,7 @@ class NodeProcess:
         for addr in self.listen:
             cmd += ["--listen", addr]
         cmd += self.extra_args
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env
         )
