@@ -39,28 +39,49 @@ HOST = "127.0.0.1"
 
 
 async def echo(stream: Stream) -> None:
-    while chunk := await stream.read():
-        stream.write(chunk)
-        await stream.drain()
+    """Echo from the stream's receive callback (like the TLS baseline's Protocol server)."""
+    done = asyncio.get_running_loop().create_future()
+
+    def on_eof() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    stream.set_receiver(stream.write, on_eof)
+    await done
 
 
 async def sink(stream: Stream) -> None:
+    """Count each length-prefixed transfer from the receive callback and acknowledge it."""
+    done = asyncio.get_running_loop().create_future()
     header = b""
-    while True:
-        while len(header) < LEN_BYTES:
-            chunk = await stream.read()
+    expected = -1  # -1: reading the header
+    received = 0
+
+    def on_data(chunk: bytes) -> None:
+        nonlocal header, expected, received
+        while True:
+            if expected < 0:
+                header += chunk
+                if len(header) < LEN_BYTES:
+                    return
+                expected, chunk = decode_len(header), header[LEN_BYTES:]
+                header, received = b"", 0
+            take = min(len(chunk), expected - received)
+            received += take
+            if received < expected:
+                return
+            stream.write(encode_len(received))
+            expected = -1
+            chunk = chunk[take:]
             if not chunk:
                 return
-            header += chunk
-        expected, rest = decode_len(header), header[LEN_BYTES:]
-        received = len(rest)
-        while received < expected:
-            chunk = await stream.read()
-            if not chunk:
-                return
-            received += len(chunk)
-        header = b""
-        stream.write(encode_len(received))
+
+    def on_eof() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    stream.set_receiver(on_data, on_eof)
+    await done
 
 
 async def serve() -> None:

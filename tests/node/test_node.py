@@ -232,3 +232,64 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.005)
+
+
+async def test_busy_workers_drain_the_queue_in_priority_order(tmp_path: Path) -> None:
+    """Idle workers take jobs directly; once all are busy, jobs queue and every one is served."""
+    cfg = NodeConfig()
+    cfg.klp.workers = 2
+    a = Node(tmp_path / "a", listen=LOOPBACK)
+    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
+    async with a, b:
+        await a.connect(str(b.host.listen_addrs[0]))
+        await hellos_done(a, b)
+        gate = asyncio.Event()
+        started: list[Any] = []
+
+        async def gated(task: Task) -> Any:
+            started.append(task.data)
+            await gate.wait()
+            return task.data
+
+        b.register_agent("gated", gated)
+        target = f"klp://{b.peer_id}/agents/gated"
+        assert b.klp is not None
+        first = [asyncio.create_task(a.send_task(target, i)) for i in range(2)]
+        await _until(lambda: len(started) == 2)
+        assert b.klp.queue_depth == 0  # taken by idle workers without queueing
+        rest = [asyncio.create_task(a.send_task(target, i, priority=Priority.LOW)) for i in range(2, 12)]
+        await _until(lambda: b.klp is not None and b.klp.queue_depth == 10)
+        urgent = asyncio.create_task(a.send_task(target, "urgent", priority=Priority.CRITICAL))
+        await _until(lambda: b.klp is not None and b.klp.queue_depth == 11)
+        gate.set()
+        replies = await asyncio.gather(*first, *rest, urgent)
+        assert [r.result for r in replies] == [*range(12), "urgent"]
+        assert all(r.status == "processed" for r in replies)
+        assert started[2] == "urgent", started  # first out of the queue once a worker frees up
+        assert b.klp.queue_depth == 0
+        # the workers are gone once idle, and new work starts new ones
+        assert (await a.send_task(target, "after")).result == "after"
+
+
+async def test_idle_klp_stream_is_dropped_and_reopened(
+    nodes: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kosmesh.node import klp_service
+
+    a, b = nodes
+    await hellos_done(a, b)
+    monkeypatch.setattr(klp_service, "STREAM_IDLE_TIMEOUT", 0.2)  # the server's idle limit per stream
+    target = f"klp://{b.peer_id}/agents/echo"
+    assert a.klp is not None
+    conn = a.host.connection_to(b.peer_id)
+    assert conn is not None
+    # a fresh KLP stream, served under the short idle limit
+    for channel in list(a.klp._channels.values()):
+        channel.stream.reset()
+    await _until(lambda: not a.klp._channels)
+    assert (await a.send_task(target, "first")).result == "first"
+    channel = a.klp._channels[conn.connection_id]
+    await _until(lambda: not channel.usable)  # the server reset the silent stream
+    assert channel.stream.is_reset
+    assert (await a.send_task(target, "second")).result == "second"  # on a new stream
+    assert not conn.closed

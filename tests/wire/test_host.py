@@ -225,3 +225,177 @@ async def wait_for(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
         while not (value := check()):
             await asyncio.sleep(0.005)
         return value
+
+
+# -- callback receivers (Stream.set_receiver) ---------------------------------------------
+RECV = "/test/receiver/1.0.0"
+
+
+class Receiver:
+    """Collects what a stream's receive callbacks deliver; ``ended`` resolves on end of stream."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.eof_calls = 0
+
+    def on_data(self, chunk: bytes) -> None:
+        assert not self.ended.done(), "data after end of stream"
+        self.chunks.append(chunk)
+
+    def on_eof(self) -> None:
+        self.eof_calls += 1
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+async def test_receiver_callbacks_carry_data_and_eof(pair: tuple[Host, Host, Multiaddr]) -> None:
+    a, b, addr = pair
+    served: asyncio.Future[tuple[Stream, Receiver]] = asyncio.get_running_loop().create_future()
+
+    async def handler(stream: Stream) -> None:
+        receiver = Receiver()
+
+        def on_data(chunk: bytes) -> None:
+            receiver.on_data(chunk)
+            stream.write(chunk.upper())  # answer from inside the callback
+
+        stream.set_receiver(on_data, receiver.on_eof)
+        with pytest.raises(RuntimeError):
+            await stream.read()  # read() and a receiver are exclusive
+        served.set_result((stream, receiver))
+        await receiver.ended
+
+    b.set_stream_handler(RECV, handler)
+    stream = await (await a.dial(addr)).open_stream(RECV)
+    for part in (b"hello ", b"callback ", b"world"):
+        stream.write(part)
+    await stream.close()
+    assert await stream.read_all(limit=1024) == b"HELLO CALLBACK WORLD"
+    server_stream, receiver = await served
+    assert receiver.data == b"hello callback world"
+    assert receiver.eof_calls == 1
+    assert not server_stream.is_reset
+    assert await server_stream.read() == b""  # the receiver is forgotten at end of stream
+
+
+async def test_receiver_credits_the_window(pair: tuple[Host, Host, Multiaddr]) -> None:
+    """Several receive windows through a callback: consumption must be granted back."""
+    a, b, addr = pair
+    total = 3 * ConnectionLimits().stream_receive_window + 12345
+    got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def counter(stream: Stream) -> None:
+        receiver = Receiver()
+        stream.set_receiver(receiver.on_data, receiver.on_eof)
+        await receiver.ended
+        got.set_result(len(receiver.data))
+
+    b.set_stream_handler(RECV, counter)
+    stream = await (await a.dial(addr)).open_stream(RECV)
+    chunk = b"w" * 65536
+    sent = 0
+    async with asyncio.timeout(10):  # stalls for good if the window is never granted back
+        while sent < total:
+            piece = chunk[: total - sent]
+            await stream.write_all(piece)
+            sent += len(piece)
+    await stream.close()
+    assert await asyncio.wait_for(got, 10) == total
+
+
+async def test_set_receiver_delivers_buffered_data_then_eof(pair: tuple[Host, Host, Multiaddr]) -> None:
+    a, b, addr = pair
+    arrived: asyncio.Future[Stream] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def late(stream: Stream) -> None:
+        arrived.set_result(stream)
+        await release.wait()
+
+    b.set_stream_handler(RECV, late)
+    stream = await (await a.dial(addr)).open_stream(RECV)
+    stream.write(b"early bytes")
+    await stream.close()
+    server_stream = await arrived
+    await wait_for(lambda: server_stream._eof)  # data and FIN are buffered, nobody reading yet
+    receiver = Receiver()
+    server_stream.set_receiver(receiver.on_data, receiver.on_eof)
+    assert receiver.data == b"early bytes"  # delivered before set_receiver returned
+    assert receiver.ended.done() and receiver.eof_calls == 1
+    release.set()
+
+
+async def test_receiver_error_resets_only_that_stream(pair: tuple[Host, Host, Multiaddr]) -> None:
+    a, b, addr = pair
+    ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    async def faulty(stream: Stream) -> None:
+        def on_data(chunk: bytes) -> None:
+            raise ValueError("receiver bug")
+
+        def on_eof() -> None:
+            ended.set_result(stream.is_reset)
+
+        stream.set_receiver(on_data, on_eof)
+        await ended
+
+    b.set_stream_handler(RECV, faulty)
+    conn = await a.dial(addr)
+    bad = await conn.open_stream(RECV)
+    bad.write(b"boom")
+    with pytest.raises(StreamResetError):
+        while await bad.read():
+            pass
+    assert await ended is True  # on_eof still told the receiver, and the stream is reset
+    echo = await conn.open_stream(ECHO)
+    await echo.write_all(b"still fine")
+    await echo.close()
+    assert await echo.read_all(limit=100) == b"still fine"
+    assert not conn.closed
+
+
+async def test_receiver_sees_remote_reset_and_connection_loss(pair: tuple[Host, Host, Multiaddr]) -> None:
+    a, b, addr = pair
+    receivers: asyncio.Queue[tuple[Stream, Receiver]] = asyncio.Queue()
+
+    async def handler(stream: Stream) -> None:
+        receiver = Receiver()
+        stream.set_receiver(receiver.on_data, receiver.on_eof)
+        await receivers.put((stream, receiver))
+        await receiver.ended
+
+    b.set_stream_handler(RECV, handler)
+    conn = await a.dial(addr)
+    first = await conn.open_stream(RECV)
+    await first.write_all(b"x")
+    server_first, receiver = await receivers.get()
+    first.reset()
+    await asyncio.wait_for(receiver.ended, 5)
+    assert server_first.is_reset and receiver.eof_calls == 1
+
+    second = await conn.open_stream(RECV)
+    await second.write_all(b"y")
+    server_second, receiver = await receivers.get()
+    await wait_for(lambda: receiver.data == b"y")
+    await conn.close()
+    await asyncio.wait_for(receiver.ended, 5)
+    assert server_second.connection.closed and receiver.eof_calls == 1
+
+
+async def test_outbound_stream_receiver(pair: tuple[Host, Host, Multiaddr]) -> None:
+    """The dialing side can use a receiver too (responses arrive by callback)."""
+    a, _, addr = pair
+    stream = await (await a.dial(addr)).open_stream(ECHO)
+    receiver = Receiver()
+    stream.set_receiver(receiver.on_data, receiver.on_eof)
+    stream.write(b"ping over echo")
+    await stream.close()
+    await asyncio.wait_for(receiver.ended, 5)
+    assert receiver.data == b"ping over echo"
+    stream.set_receiver(None)
+    assert await stream.read() == b""  # back in read() mode: the stream has ended

@@ -94,8 +94,9 @@ class KLPService:
         self.processor = processor
         self._dispatch = dispatch
         self._queue: PriorityQueue[_Job] = PriorityQueue(queue_capacity)
-        self._ready = asyncio.Semaphore(0)
-        self._workers = [asyncio.get_running_loop().create_task(self._worker()) for _ in range(workers)]
+        self._max_workers = workers
+        self._busy = 0  # workers running; each drains the queue before it exits
+        self._workers: set[asyncio.Task[None]] = set()
         self._default_ttl = default_ttl
         self._on_message = on_message
         self._channels: dict[str, _Channel] = {}
@@ -103,12 +104,22 @@ class KLPService:
 
     # -- inbound ----------------------------------------------------------------------
     async def handle_stream(self, stream: Stream) -> None:
+        """Serve one inbound KLP stream until the remote closes it or stays idle too long.
+
+        Frames are checked as they arrive, from the connection's receive callback: no task
+        wake-up per chunk. Accepted requests go to the priority queue (or straight to an idle
+        worker); answers are written on the same stream.
+        """
+        loop = asyncio.get_running_loop()
         reader = FrameReader(max_frame=self.processor.max_message_bytes)
-        while True:
-            async with asyncio.timeout(STREAM_IDLE_TIMEOUT):
-                chunk = await stream.read()
-            if not chunk:
-                return
+        done: asyncio.Future[None] = loop.create_future()
+        last_data = loop.time()
+        idle_timer: asyncio.TimerHandle | None = None
+        receive = self._receive
+
+        def on_data(chunk: bytes) -> None:
+            nonlocal last_data
+            last_data = loop.time()
             try:
                 frames = reader.receive_data(chunk)
             except FramingError as exc:
@@ -116,7 +127,30 @@ class KLPService:
                 stream.reset()
                 return
             for raw in frames:
-                self._receive(raw, stream)
+                receive(raw, stream)
+
+        def on_eof() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def check_idle() -> None:
+            nonlocal idle_timer
+            if done.done():
+                return
+            deadline = last_data + STREAM_IDLE_TIMEOUT
+            if loop.time() >= deadline:
+                done.set_exception(TimeoutError(f"KLP stream idle for {STREAM_IDLE_TIMEOUT:g}s"))
+            else:
+                idle_timer = loop.call_at(deadline, check_idle)
+
+        idle_timer = loop.call_at(last_data + STREAM_IDLE_TIMEOUT, check_idle)
+        stream.set_receiver(on_data, on_eof)
+        try:
+            await done
+        finally:
+            if idle_timer is not None:
+                idle_timer.cancel()
+            stream.set_receiver(None)
 
     def _receive(self, raw: bytes, stream: Stream) -> None:
         self.stats["received"] += 1
@@ -131,7 +165,12 @@ class KLPService:
         if message.type == MessageType.TASK_RESPONSE:
             self._note("in", message, "rejected", "unexpected_response")
             return
-        pushed = self._queue.push(_Job(message, stream), int(message.metadata.priority))
+        job = _Job(message, stream)
+        if self._busy < self._max_workers and not self._queue:
+            self._start_worker(job)  # idle capacity: no queueing, no hand-off
+            return
+        # every worker is busy: the queue orders the backlog (CRITICAL first) and bounds it
+        pushed = self._queue.push(job, int(message.metadata.priority))
         if not pushed.accepted:
             self.stats["deferred"] += 1
             self._respond(stream, message, ProcessingResult("deferred", retry_after=pushed.retry_after))
@@ -142,23 +181,28 @@ class KLPService:
             self._respond(
                 evicted.stream, evicted.message, ProcessingResult("deferred", retry_after=pushed.retry_after)
             )
-        else:
-            self._ready.release()
 
-    async def _worker(self) -> None:
-        while True:
-            await self._ready.acquire()
-            job = self._queue.pop()
-            if job is None:
-                continue
-            try:
-                result = await self._dispatch(job.message)
-            except Exception:
-                log.exception("dispatch of %s failed", job.message.metadata.message_id)
-                result = ProcessingResult("rejected", reason="internal_error")
-            self.stats["processed" if result.status == "processed" else result.status] += 1
-            self._note("in", job.message, result.status, result.reason)
-            self._respond(job.stream, job.message, result)
+    def _start_worker(self, job: _Job) -> None:
+        self._busy += 1
+        worker = asyncio.get_running_loop().create_task(self._worker(job))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _worker(self, job: _Job | None) -> None:
+        """Run ``job``, then queued jobs by priority until the queue is empty."""
+        try:
+            while job is not None:
+                try:
+                    result = await self._dispatch(job.message)
+                except Exception:
+                    log.exception("dispatch of %s failed", job.message.metadata.message_id)
+                    result = ProcessingResult("rejected", reason="internal_error")
+                self.stats["processed" if result.status == "processed" else result.status] += 1
+                self._note("in", job.message, result.status, result.reason)
+                self._respond(job.stream, job.message, result)
+                job = self._queue.pop()
+        finally:
+            self._busy -= 1  # at once, not in a done callback: a job queued now needs a new worker
 
     def _respond(self, stream: Stream, request: KLPMessage, result: ProcessingResult) -> None:
         if stream.is_reset or stream.connection.closed:
@@ -230,17 +274,21 @@ class KLPService:
         return channel
 
     async def close(self) -> None:
-        for worker in self._workers:
+        workers = list(self._workers)
+        for worker in workers:
             worker.cancel()
-        for channel in list(self._channels.values()):
+        channels = list(self._channels.values())
+        for channel in channels:
             channel.task.cancel()
-        await asyncio.gather(
-            *self._workers, *(c.task for c in self._channels.values()), return_exceptions=True
-        )
+        await asyncio.gather(*workers, *(c.task for c in channels), return_exceptions=True)
 
 
 class _Channel:
-    """One outbound KLP stream with requests in flight, matched by correlation id."""
+    """One outbound KLP stream with requests in flight, matched by correlation id.
+
+    Responses are verified and matched from the stream's receive callback; ``task`` is a
+    future that completes (or is cancelled, to shut the channel down) when the stream ends.
+    """
 
     def __init__(self, stream: Stream, processor: KLPProcessor, remote: PeerId) -> None:
         self.stream = stream
@@ -248,7 +296,10 @@ class _Channel:
         self._remote = remote
         self._waiting: dict[str, asyncio.Future[KLPMessage]] = {}
         self._closed = False
-        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._reader = FrameReader(max_frame=processor.max_message_bytes)
+        self.task: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task.add_done_callback(self._on_done)
+        stream.set_receiver(self._on_data, self._on_eof)
 
     @property
     def usable(self) -> bool:
@@ -257,6 +308,8 @@ class _Channel:
     async def call(self, message: KLPMessage, timeout: float) -> KLPMessage:
         if len(self._waiting) >= MAX_IN_FLIGHT_PER_STREAM:
             raise TaskError("too many requests in flight to this peer")
+        if self._closed:
+            raise TaskError("the KLP stream to this peer is closed")
         fut: asyncio.Future[KLPMessage] = asyncio.get_running_loop().create_future()
         message_id = message.metadata.message_id
         self._waiting[message_id] = fut
@@ -271,24 +324,39 @@ class _Channel:
         finally:
             self._waiting.pop(message_id, None)
 
-    async def _read_loop(self) -> None:
-        reader = FrameReader(max_frame=self._processor.max_message_bytes)
-        error: Exception = TaskError("peer closed the KLP stream")
+    def _on_data(self, chunk: bytes) -> None:
         try:
-            while True:
-                chunk = await self.stream.read()
-                if not chunk:
-                    break
-                for raw in reader.receive_data(chunk):
-                    self._deliver(raw)
-        except (ConnectionError, FramingError) as exc:
-            error = TaskError(f"KLP stream failed: {exc}")
+            frames = self._reader.receive_data(chunk)
+        except FramingError as exc:
+            self._finish(TaskError(f"KLP stream failed: {exc}"))
             self.stream.reset()
-        finally:
-            self._closed = True
-            for fut in self._waiting.values():
-                if not fut.done():
-                    fut.set_exception(error)
+            return
+        for raw in frames:
+            self._deliver(raw)
+
+    def _on_eof(self) -> None:
+        if self.stream.is_reset:
+            self._finish(TaskError("KLP stream failed: the stream was reset"))
+        elif self.stream.connection.closed:
+            self._finish(TaskError(f"KLP stream failed: {self.stream.connection.close_reason or 'connection closed'}"))
+        else:
+            self._finish(TaskError("peer closed the KLP stream"))
+
+    def _finish(self, error: Exception) -> None:
+        if not self.task.done():
+            self._fail_waiting(error)
+            self.task.set_result(None)
+
+    def _on_done(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():  # shut down locally
+            self._fail_waiting(TaskError("peer closed the KLP stream"))
+            self.stream.set_receiver(None)
+
+    def _fail_waiting(self, error: Exception) -> None:
+        self._closed = True
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(error)
 
     def _deliver(self, raw: bytes) -> None:
         verdict = self._processor.check(raw, time.time())

@@ -25,8 +25,12 @@ from kosmesh.wire import multistream, noise, yamux
 
 log = logging.getLogger(__name__)
 
+_DataReceived = yamux.DataReceived
+
 Direction = Literal["inbound", "outbound"]
 StreamHandler = Callable[["Stream"], Awaitable[None]]
+DataCallback = Callable[[bytes], None]
+EndCallback = Callable[[], None]
 
 
 class ConnectionClosedError(ConnectionError):
@@ -56,13 +60,20 @@ class ConnectionLimits:
 
 
 class Stream:
-    """One yamux stream with an agreed protocol: an async byte pipe with half-close."""
+    """One yamux stream with an agreed protocol: an async byte pipe with half-close.
+
+    Data is consumed either by awaiting :meth:`read` (and friends) or, protocol-style, by
+    :meth:`set_receiver` callbacks that run inside the connection's ``data_received`` with no
+    task wake-up per chunk. Writing is the same in both modes.
+    """
 
     __slots__ = (
         "_buffer",
         "_conn",
         "_eof",
         "_negotiator",
+        "_on_data",
+        "_on_end",
         "_reset",
         "_waiter",
         "_writable_waiter",
@@ -82,6 +93,8 @@ class Stream:
         self._waiter: asyncio.Future[None] | None = None
         self._writable_waiter: asyncio.Future[None] | None = None
         self._negotiator: multistream.MultistreamDialer | multistream.MultistreamListener | None = None
+        self._on_data: DataCallback | None = None
+        self._on_end: EndCallback | None = None
 
     @property
     def connection(self) -> Connection:
@@ -92,8 +105,56 @@ class Stream:
         return self._conn.remote_peer_id
 
     # -- reading -------------------------------------------------------------------
+    def set_receiver(self, on_data: DataCallback | None, on_eof: EndCallback | None = None) -> None:
+        """Deliver incoming data by callback instead of :meth:`read`.
+
+        ``on_data(chunk)`` is called from the connection's ``data_received`` for every chunk,
+        in order, with no task wake-up in between; the chunk counts as consumed (the yamux
+        window is granted back) before the call, so the receiver must bound its own buffering.
+        Data already buffered is delivered before this method returns.
+
+        ``on_eof()`` is called once when no more data will arrive: the remote half-closed the
+        stream, the stream was reset (by either side; see :attr:`is_reset`) or the connection
+        closed. It may be called before this method returns if that has already happened.
+
+        An exception raised by either callback resets this stream only (and is logged); the
+        connection and its other streams are unaffected. The callbacks may write, close or
+        reset the stream. ``set_receiver(None)`` returns the stream to :meth:`read` mode;
+        :meth:`read` raises ``RuntimeError`` while a receiver is set.
+        """
+        if on_data is None:
+            self._on_data = None
+            self._on_end = None
+            return
+        if self.protocol is None:
+            raise RuntimeError("the stream's protocol is not agreed yet")
+        self._on_data = on_data
+        self._on_end = on_eof
+        conn = self._conn
+        buffer = self._buffer
+        while buffer and self._on_data is on_data:
+            chunk = buffer.popleft()
+            conn._consumed(self.stream_id, len(chunk))
+            conn._deliver(self, on_data, chunk)
+        if self._on_data is on_data and (self._eof or self._reset or conn.closed):
+            self._ended()
+
+    def _ended(self) -> None:
+        """No more data will arrive: tell the receiver once, then forget it."""
+        on_end = self._on_end
+        self._on_data = None
+        self._on_end = None
+        if on_end is not None:
+            try:
+                on_end()
+            except Exception:
+                log.exception("end-of-stream callback failed on stream %d", self.stream_id)
+                self.reset()
+
     async def read(self, max_bytes: int = 65536) -> bytes:
         """Up to ``max_bytes`` of available data; ``b""`` once the remote has closed."""
+        if self._on_data is not None:
+            raise RuntimeError("the stream has a receiver: data is delivered to its callback")
         while not self._buffer:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
@@ -190,6 +251,8 @@ class Stream:
             self._conn._reset_stream(self.stream_id)
             self._wake()
             self._wake_writer()
+            if self._on_data is not None:
+                self._ended()
 
     @property
     def is_reset(self) -> bool:
@@ -375,11 +438,19 @@ class Connection(asyncio.Protocol):
         streams = self._streams
         for event in events:
             kind = type(event)
-            if kind is yamux.DataReceived:
+            if kind is _DataReceived:
                 stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is None:
                     continue
-                if stream.protocol is None:
+                on_data = stream._on_data
+                if on_data is not None:
+                    data = event.data  # type: ignore[union-attr]
+                    # flushed by data_received once every event is handled
+                    self._session.consume(stream.stream_id, len(data))
+                    self._deliver(stream, on_data, data)
+                    if self._phase == "closed":
+                        return
+                elif stream.protocol is None:
                     self._negotiate_data(stream, event.data)  # type: ignore[union-attr]
                 else:
                     stream._buffer.append(event.data)  # type: ignore[union-attr]
@@ -395,6 +466,8 @@ class Connection(asyncio.Protocol):
                 if stream is not None:
                     stream._eof = True
                     stream._wake()
+                    if stream._on_data is not None:
+                        stream._ended()
                     if stream.protocol is None:
                         self._abort_negotiation(stream, "remote closed the stream during negotiation")
             elif kind is yamux.StreamReset:
@@ -403,6 +476,8 @@ class Connection(asyncio.Protocol):
                     stream._reset = True
                     stream._wake()
                     stream._wake_writer()
+                    if stream._on_data is not None:
+                        stream._ended()
                     if stream.protocol is None:
                         self._abort_negotiation(stream, "stream reset during negotiation")
             elif kind is yamux.PingAcknowledged:
@@ -417,6 +492,13 @@ class Connection(asyncio.Protocol):
                 self._flush()
                 self._fail(f"yamux: {event.reason}")  # type: ignore[union-attr]
                 return
+
+    def _deliver(self, stream: Stream, on_data: DataCallback, data: bytes) -> None:
+        try:
+            on_data(data)
+        except Exception:
+            log.exception("receiver for %s failed on stream %d", stream.protocol, stream.stream_id)
+            stream.reset()
 
     def _on_inbound_stream(self, stream_id: int) -> None:
         if self._negotiating >= self.limits.max_negotiating_streams:
@@ -629,9 +711,11 @@ class Connection(asyncio.Protocol):
             if not ping_waiter.done():
                 ping_waiter.set_exception(error)
         self._ping_waiters.clear()
-        for stream in self._streams.values():
+        for stream in list(self._streams.values()):
             stream._wake()
             stream._wake_writer()
+            if stream._on_data is not None:
+                stream._ended()
         self.closed_event.set()
         if self._on_closed is not None and was_open:
             with contextlib.suppress(Exception):
