@@ -399,3 +399,16 @@ async def test_outbound_stream_receiver(pair: tuple[Host, Host, Multiaddr]) -> N
     assert receiver.data == b"ping over echo"
     stream.set_receiver(None)
     assert await stream.read() == b""  # back in read() mode: the stream has ended
+
+
+async def test_agreed_streams_leave_no_negotiation_timers(pair: tuple[Host, Host, Multiaddr]) -> None:
+    a, b, addr = pair
+    conn = await a.dial(addr)
+    for _ in range(50):
+        stream = await conn.open_stream(ECHO)
+        await stream.write_all(b"x")
+        await stream.close()
+        assert await stream.read_all(limit=10) == b"x"
+    inbound = await wait_for(lambda: b.connection_to(a.peer_id))
+    assert inbound._negotiation_timers == {}
+    assert conn._negotiation_timers == {}

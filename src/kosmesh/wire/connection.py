@@ -300,6 +300,7 @@ class Connection(asyncio.Protocol):
         self._streams: dict[int, Stream] = {}
         self._negotiating = 0
         self._pending_accept: dict[int, asyncio.Future[None]] = {}
+        self._negotiation_timers: dict[int, asyncio.TimerHandle] = {}
         self._write_paused = False
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.closed_event = asyncio.Event()
@@ -518,10 +519,19 @@ class Connection(asyncio.Protocol):
 
     def _arm_negotiation_timeout(self, stream: Stream) -> None:
         def expire() -> None:
+            self._negotiation_timers.pop(stream.stream_id, None)
             if stream.protocol is None and not stream._reset:
                 self._abort_negotiation(stream, "protocol negotiation timed out")
 
-        self._loop.call_later(self.limits.stream_negotiation_timeout, expire)
+        # cancelled once the protocol is agreed, so thousands of streams/s leave no timers behind
+        self._negotiation_timers[stream.stream_id] = self._loop.call_later(
+            self.limits.stream_negotiation_timeout, expire
+        )
+
+    def _disarm_negotiation_timeout(self, stream_id: int) -> None:
+        timer = self._negotiation_timers.pop(stream_id, None)
+        if timer is not None:
+            timer.cancel()
 
     def _negotiate_data(self, stream: Stream, data: bytes) -> None:
         negotiator = stream._negotiator
@@ -539,6 +549,7 @@ class Connection(asyncio.Protocol):
         stream.protocol = negotiator.selected
         stream._negotiator = None
         self._negotiating -= 1
+        self._disarm_negotiation_timeout(stream.stream_id)
         rest = negotiator.unconsumed()
         if rest:
             stream._buffer.append(rest)
@@ -559,6 +570,7 @@ class Connection(asyncio.Protocol):
             return
         stream._negotiator = None
         self._negotiating -= 1
+        self._disarm_negotiation_timeout(stream.stream_id)
         waiter = self._pending_accept.pop(stream.stream_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_exception(ProtocolNegotiationError(reason))
@@ -707,6 +719,9 @@ class Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(error)
         self._pending_accept.clear()
+        for timer in self._negotiation_timers.values():
+            timer.cancel()
+        self._negotiation_timers.clear()
         for ping_waiter in self._ping_waiters.values():
             if not ping_waiter.done():
                 ping_waiter.set_exception(error)
