@@ -181,3 +181,27 @@ def test_passphrase_protected_key(tmp_path: Path) -> None:
         assert created.stdout.split("Peer ID: ")[1].split()[0] == node.peer_id
     finally:
         node.stop()
+
+
+def test_second_node_on_the_same_home_is_refused(two_nodes: tuple[NodeProcess, NodeProcess]) -> None:
+    a, _ = two_nodes
+    assert a.proc is not None
+    assert_clean_error(kosmesh(a.home, "node", "run", "--listen", "/ip4/127.0.0.1/tcp/0"), "already running")
+    # the running node is untouched
+    assert json.loads(kosmesh(a.home, "status", "--json").stdout)["peer_id"] == a.peer_id
+
+
+def test_config_export_without_a_running_node(tmp_path: Path) -> None:
+    home = tmp_path / "idle"
+    assert kosmesh(home, "init").returncode == 0
+    exported = kosmesh(home, "config", "export")
+    assert exported.returncode == 0 and exported.stderr == ""
+    config = json.loads(exported.stdout)
+    assert config["peer_id"].startswith("12D3KooW") and config["role"] == "peer"
+    # a stale api.json (a node killed with -9) changes nothing
+    (home / "api.json").write_text(json.dumps({"port": 1, "pid": 999999}))
+    (home / "api.token").write_text("stale")
+    again = kosmesh(home, "config", "export")
+    assert again.returncode == 0 and again.stderr == ""
+    assert json.loads(again.stdout) == config
+    assert_clean_error(kosmesh(tmp_path / "nothing", "config", "export"), "init")

@@ -293,3 +293,23 @@ async def test_idle_klp_stream_is_dropped_and_reopened(
     assert channel.stream.is_reset
     assert (await a.send_task(target, "second")).result == "second"  # on a new stream
     assert not conn.closed
+
+
+async def test_one_node_per_home(tmp_path: Path) -> None:
+    async with Node(tmp_path / "a", listen=LOOPBACK):
+        second = Node(tmp_path / "a", listen=LOOPBACK)
+        with pytest.raises(NodeError, match=f"already running with home .*pid {os.getpid()}"):
+            await second.start()
+    # released on stop: the home can be used again
+    async with Node(tmp_path / "a", listen=LOOPBACK) as again:
+        assert again.host.listen_addrs
+
+
+async def test_failed_start_releases_the_home(tmp_path: Path) -> None:
+    async with Node(tmp_path / "b", listen=LOOPBACK) as holder:
+        taken = str(holder.host.listen_addrs[0].without_peer_id())
+        broken = Node(tmp_path / "a", listen=[taken])  # the port is in use
+        with pytest.raises(NodeError, match="cannot listen"):
+            await broken.start()
+    async with Node(tmp_path / "a", listen=LOOPBACK) as ok:
+        assert ok.host.listen_addrs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -217,31 +218,34 @@ def task_send(
 
 @config_app.command("export")
 def config_export() -> None:
-    """The node configuration as JSON (never includes keys or tokens)."""
-    from kosmesh.node.config import load_config
-
+    """The node configuration as JSON (never includes keys or tokens); works with or without a running node."""
     try:
-        data = call("GET", "/v1/config") if (home() / "api.json").exists() else None
-    except typer.Exit:
-        data = None
-    if data is None:
-        from kosmesh.identity import PeerId
-        from kosmesh.identity.did_key import did_key_from_public_key
-        from kosmesh.identity.keystore import load_key
-        from kosmesh.node.config import KEY_FILE
-
-        if not (home() / "config.toml").exists():
-            fail(f"no node home at {home()}; run `kosmesh --home {home()} init` first")
-        try:
-            cfg = load_config(home())
-            data = cfg.to_dict()
-            key = load_key(home() / KEY_FILE)
-            data["peer_id"] = str(PeerId.from_public_key(key.public_key))
-            data["did"] = did_key_from_public_key(key.public_key)
-            data["home"] = str(home())
-        except (ConfigError, KeystoreError) as exc:
-            fail(str(exc))
+        data = NodeClient(home()).call("GET", "/v1/config")
+    except ClientError:
+        data = _config_from_home()
     emit_json(data)
+
+
+def _config_from_home() -> dict[str, Any]:
+    """The same view as the API's, read from the home of a node that is not running."""
+    from kosmesh.identity import PeerId
+    from kosmesh.identity.did_key import did_key_from_public_key
+    from kosmesh.identity.keystore import PassphraseRequiredError, load_key
+    from kosmesh.node.config import KEY_FILE, load_config
+
+    if not (home() / "config.toml").exists():
+        fail(f"no node home at {home()}; run `kosmesh --home {home()} init` first")
+    try:
+        data = load_config(home()).to_dict()
+        key = load_key(home() / KEY_FILE, os.environ.get("KOSMESH_PASSPHRASE"))
+    except PassphraseRequiredError:
+        fail("the key is passphrase-protected: set KOSMESH_PASSPHRASE, or start the node and export from it")
+    except (ConfigError, KeystoreError) as exc:
+        fail(str(exc))
+    data["peer_id"] = str(PeerId.from_public_key(key.public_key))
+    data["did"] = did_key_from_public_key(key.public_key)
+    data["home"] = str(home())
+    return data
 
 
 @app.command()

@@ -19,6 +19,7 @@ KEY_FILE = "identity.key"
 DB_FILE = "node.db"
 API_FILE = "api.json"  # written while the node runs: port, pid, token file
 TOKEN_FILE = "api.token"
+LOCK_FILE = "node.lock"  # held (flock) by the running node; holds its pid
 
 
 class ConfigError(ValueError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from kosmesh.klp import (
     ProcessingResult,
 )
 from kosmesh.node.agents import AgentError, AgentHandler, AgentRegistry, Task, echo_agent
-from kosmesh.node.config import DB_FILE, KEY_FILE, NodeConfig, load_config, write_config
+from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_config, write_config
 from kosmesh.node.klp_service import KLPService, TaskError, TaskReply
 from kosmesh.node.storage import Storage
 from kosmesh.wire.connection import Connection
@@ -110,6 +111,7 @@ class Node:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = 0.0
         self._running = False
+        self._lock_fd: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> Node:
@@ -119,7 +121,46 @@ class Node:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def _lock_home(self) -> None:
+        """One node per home: a second one would share the key, database and API file."""
+        fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NodeError(
+                f"another node is already running with home {self.home} (pid {holder}); "
+                "stop it or choose another --home"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock_home(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
     async def start(self) -> None:
+        self._lock_home()
+        try:
+            await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+
+    async def _abort_start(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.host.close()
+        if self.klp is not None:
+            with contextlib.suppress(Exception):
+                await self.klp.close()
+        with contextlib.suppress(Exception):
+            await self.storage.close()
+        self._unlock_home()
+
+    async def _start(self) -> None:
         await self.storage.open()
         for row in await self.storage.trusted_agents():
             self._trust[row["authority"]] = max(self._trust.get(row["authority"], 0.0), row["level"])
@@ -166,6 +207,7 @@ class Node:
             await self.klp.close()
         await self.host.close()
         await self.storage.close()
+        self._unlock_home()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
