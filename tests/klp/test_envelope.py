@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import gzip
 import hashlib
 import json
@@ -37,6 +38,7 @@ from kosmesh.klp import (
     signing_bytes,
     verify_signature,
 )
+from kosmesh.klp.envelope import encode_data
 
 # -- shared helpers (imported by the pipeline tests) --------------------------------------------
 
@@ -550,3 +552,116 @@ def test_nonce_length_is_bounded(nonce: bytes) -> None:
     envelope["metadata"]["nonce"] = nonce
     with pytest.raises(EnvelopeError):
         decode_message(reseal(envelope))
+
+
+# -- fast paths and caches agree with the general codec -------------------------------------------
+
+
+def _with_trust_score(wire: bytes, score: float) -> bytes:
+    envelope = to_dict(wire)
+    envelope["metadata"]["trust_requirements"]["minimum_trust_score"] = score
+    return reseal(envelope)
+
+
+def test_negative_zero_trust_score_does_not_poison_the_caches() -> None:
+    # -0.0 == 0.0 (same hash) but the two encode differently (f9 8000 vs f9 0000). A cache shared
+    # between them once let one message with -0.0 make every later 0.0 message "malformed".
+    zero = _with_trust_score(encode_message(make()), 0.0)
+    negative = _with_trust_score(encode_message(make(data="other")), -0.0)
+    assert zero != negative
+    for order in ((negative, zero, negative, zero), (zero, negative, zero, negative)):
+        for wire in order:
+            decoded = decode_message(wire)
+            assert encode_message(decoded) == wire
+            assert verify_signature(decoded)
+    built_negative = make(trust_requirements=TrustRequirements(-0.0, 0))
+    built_zero = make(trust_requirements=TrustRequirements(0.0, 0))
+    for msg in (built_negative, built_zero, built_negative):
+        wire = encode_message(msg)
+        assert canonical(cbor2.loads(wire)) == wire
+        assert encode_message(dataclasses.replace(msg)) == wire
+    assert to_dict(encode_message(built_negative))["metadata"]["trust_requirements"]["minimum_trust_score"] == 0.0
+    assert encode_message(built_negative) != encode_message(built_zero)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text() | st.binary() | st.text(min_size=20, max_size=300))
+def test_string_payloads_round_trip_like_cbor2(value: Any) -> None:
+    msg = make(data=value)
+    assert to_dict(encode_message(msg))["payload"]["data"] == canonical(value)
+    decoded = decode_message(encode_message(msg))
+    assert decoded.payload.data == value
+    assert type(decoded.payload.data) is type(value)
+
+
+@pytest.mark.parametrize("length", [0, 23, 24, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("value_type", [str, bytes])
+def test_string_payload_lengths(length: int, value_type: type) -> None:
+    value = "é" * (length // 2) if value_type is str else b"\xff" * length
+    decoded = decode_message(encode_message(make(data=value)))
+    assert decoded.payload.data == value
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x78\x05hello", "hello"),  # a non-shortest head inside the (signed, opaque) payload bytes
+        (b"\x59\x00\x02ab", b"ab"),
+        (b"\x5b" + (2).to_bytes(8, "big") + b"ab", b"ab"),
+    ],
+)
+def test_payload_string_heads_are_decoded_like_cbor2(data: bytes, expected: Any) -> None:
+    assert cbor2.loads(data) == expected
+    assert decode_message(_tamper(("payload", "data"), data)).payload.data == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x62\xc3\x28",  # invalid UTF-8
+        b"\x63\xed\xa0\x80",  # an encoded surrogate
+        b"\x65hello\x00",  # trailing bytes
+        b"\x66hello",  # truncated
+        b"\x7a\x00\x00\x00",  # truncated head
+        b"\x45abc",  # truncated byte string
+        b"\x7f\x61a\xff",  # indefinite length
+    ],
+)
+def test_bad_string_payloads_are_malformed_payload(data: bytes) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode_message(_tamper(("payload", "data"), data))
+    assert info.value.reason == "malformed_payload"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=8), _scalars, max_size=6)
+    | st.lists(_scalars, max_size=6)
+    | st.dictionaries(st.text(max_size=4), st.lists(_scalars, max_size=2), max_size=3)
+)
+def test_encode_data_matches_the_canonical_encoder(value: Any) -> None:
+    assert encode_data(value) == canonical(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\ud800",
+        {"a": "\udfff"},
+        {"a": 2**64},
+        [-(2**64) - 1],
+        {1: "int key"},
+        {"a": {1: "nested int key"}},
+        {"when": datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)},
+    ],
+)
+def test_encode_data_refuses_what_a_decoder_refuses(value: Any) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        encode_data(value)
+    assert info.value.reason == "malformed_payload"
+
+
+def test_encode_data_accepts_the_64_bit_extremes() -> None:
+    for value in ([2**64 - 1, -(2**64)], {"max": 2**64 - 1}, 2**64 - 1):
+        assert encode_data(value) == canonical(value)
+        assert decode_message(encode_message(make(data=value))).payload.data == value

@@ -275,8 +275,6 @@ def _bstr(b: bytes) -> bytes:
     return _head(2, len(b)) + b
 
 
-_cached_text = lru_cache(maxsize=1024)(_text)
-
 _K_TYPE = _text("type")
 _K_SOURCE = _text("source")
 _K_TARGET = _text("target")
@@ -305,12 +303,13 @@ _K_MIN_SCORE = _text("minimum_trust_score")
 _K_ENDORSEMENTS = _text("required_endorsements")
 
 _TYPE_CBOR = {t: _text(t.value) for t in MessageType}
-_PRIORITY_CBOR = {p: _head(0, int(p)) for p in Priority}
+_PRIORITY_CBOR: dict[int, bytes] = {p: _head(0, int(p)) for p in Priority}
 _TYPES_BY_VALUE = {t.value: t for t in MessageType}
 _PRIORITIES_BY_VALUE = {int(p): p for p in Priority}
 _LEVELS_BY_VALUE = {v.value: v for v in VerificationLevel}
 _VERSION_RE = re.compile(r"1\.(?:0|[1-9][0-9]{0,3})")
 _MESSAGE_ID_RE = re.compile(r"[0-9a-f]{32}")
+_MESSAGE_ID_MATCH = _MESSAGE_ID_RE.fullmatch
 NONCE_BYTES = 8
 MIN_NONCE_BYTES = 8
 MAX_NONCE_BYTES = 32
@@ -324,20 +323,87 @@ def _switch_cbor(enabled: bool, algorithm: str | None) -> bytes:
     return b"\xa2" + _K_ENABLED + (b"\xf5" if enabled else b"\xf4") + _K_ALGORITHM + _text(algorithm)
 
 
+# The envelope is assembled from these parts, in the map's canonical key order:
+#   a8 | front: type, source, target, "payload" a4 "data" | bstr head, data | mid: encryption,
+#   compression, content_type, version, "metadata" | metadata map head | meta_head: ttl, nonce,
+#   priority | message_id | meta_tail: routing_hints, correlation_id?, trust_requirements |
+#   signature | tail: timestamp
+# The id input drops message_id (one metadata entry fewer) and signature (a7); the signed bytes
+# drop signature. The parts that conversations repeat (addresses, switches, trust) are cached.
+
+
+@lru_cache(maxsize=1024)
+def _front_cbor(type_value: str, source: str, target: str) -> bytes:
+    """From ``type`` to the ``payload`` map's head and its ``data`` key."""
+    return b"".join(
+        (
+            _K_TYPE,
+            _text(type_value),
+            _K_SOURCE,
+            _text(source),
+            _K_TARGET,
+            _text(target),
+            _K_PAYLOAD,
+            b"\xa4",
+            _K_DATA,
+        )
+    )
+
+
 @lru_cache(maxsize=256)
-def _trust_cbor(trust: TrustRequirements) -> bytes:
-    score = cbor2.dumps(float(trust.minimum_trust_score), canonical=True)
+def _mid_cbor(
+    enc_enabled: bool,
+    enc_algorithm: str | None,
+    comp_enabled: bool,
+    comp_algorithm: str | None,
+    content_type: str,
+    version: str,
+) -> bytes:
+    """From the payload's ``encryption`` entry to the ``metadata`` key. Callers pass validated
+    values (``enabled`` is a bool, so ``True`` and ``1`` never share a cache entry)."""
+    return b"".join(
+        (
+            _K_ENCRYPTION,
+            _switch_cbor(enc_enabled, enc_algorithm),
+            _K_COMPRESSION,
+            _switch_cbor(comp_enabled, comp_algorithm),
+            _K_CONTENT_TYPE,
+            _text(content_type),
+            _K_VERSION,
+            _text(version),
+            _K_METADATA,
+        )
+    )
+
+
+def _trust_fields_cbor(score: float, endorsements: int, level: str) -> bytes:
     return b"".join(
         (
             b"\xa3",
             _K_LEVEL,
-            _text(VerificationLevel(trust.verification_level).value),
+            _text(VerificationLevel(level).value),
             _K_MIN_SCORE,
-            score,
+            cbor2.dumps(float(score), canonical=True),
             _K_ENDORSEMENTS,
-            _head(0, trust.required_endorsements),
+            _head(0, endorsements),
         )
     )
+
+
+_trust_fields_cached = lru_cache(maxsize=256)(_trust_fields_cbor)
+
+
+def _is_negative_zero(score: float) -> bool:
+    """-0.0 equals 0.0 as a cache key but has its own encoding (f9 8000), so it is never cached:
+    a cache shared between the two would re-encode one as the other."""
+    return not score and math.copysign(1.0, score) < 0.0
+
+
+def _trust_cbor(score: float, endorsements: int, level: str) -> bytes:
+    """Encoding of the trust_requirements map (validated fields)."""
+    if _is_negative_zero(score):
+        return _trust_fields_cbor(score, endorsements, level)
+    return _trust_fields_cached(score, endorsements, level)
 
 
 def _hints_cbor(hints: tuple[RoutingHint, ...]) -> bytes:
@@ -349,103 +415,87 @@ def _hints_cbor(hints: tuple[RoutingHint, ...]) -> bytes:
     return b"".join(parts)
 
 
-def _metadata_cbor(
-    *,
-    ttl: int,
-    priority: Priority,
-    message_id: str | None,
-    hints_cbor: bytes,
-    correlation_id: str | None,
-    trust_cbor: bytes,
-    nonce: bytes,
-) -> bytes:
-    n = 5 + (message_id is not None) + (correlation_id is not None)
-    parts = [bytes((0xA0 | n,)), _K_TTL, _head(0, ttl), _K_NONCE, _bstr(nonce), _K_PRIORITY, _PRIORITY_CBOR[priority]]
-    if message_id is not None:
-        parts += (_K_MESSAGE_ID, _text(message_id))
-    parts += (_K_ROUTING_HINTS, hints_cbor)
+_MAP_HEADS = [bytes((0xA0 | n,)) for n in range(24)]
+_K_MESSAGE_ID_HEAD = _K_MESSAGE_ID + b"\x78\x20"  # the key, then the head of 32 text bytes
+_K_SIGNATURE_64 = _K_SIGNATURE + b"\x58\x40"  # the key, then the head of 64 bytes
+_K_TIMESTAMP_U64 = _K_TIMESTAMP + b"\x1b"
+_NO_HINTS_TRUST = _K_ROUTING_HINTS + b"\x80" + _K_TRUST  # no routing hints, no correlation id
+
+
+_UINT_HEADS = [_head(0, n) for n in range(256)]
+
+
+def _meta_head_cbor(ttl: int, nonce: bytes, priority: int) -> bytes:
+    """The metadata entries before ``message_id``: ttl, nonce, priority (validated values)."""
+    n = len(nonce)
+    return b"".join(
+        (
+            _K_TTL,
+            _UINT_HEADS[ttl] if ttl < 256 else _head(0, ttl),
+            _K_NONCE,
+            _SHORT_HEADS[2][n] if n < 24 else _head(2, n),
+            nonce,
+            _K_PRIORITY,
+            _PRIORITY_CBOR[priority],
+        )
+    )
+
+
+def _meta_tail_cbor(hints: tuple[RoutingHint, ...], correlation_id: str | None, trust_cbor: bytes) -> bytes:
+    """The metadata entries after ``message_id``: routing_hints, correlation_id?, trust_requirements."""
+    if not hints and correlation_id is None:
+        return _NO_HINTS_TRUST + trust_cbor
+    parts = [_K_ROUTING_HINTS, _hints_cbor(hints)]
     if correlation_id is not None:
         parts += (_K_CORRELATION_ID, _text(correlation_id))
     parts += (_K_TRUST, trust_cbor)
     return b"".join(parts)
 
 
-def _payload_cbor(content_type: str, wire_data: bytes, enc: EncryptionInfo, comp: CompressionInfo) -> bytes:
-    return b"".join(
-        (
-            b"\xa4",
-            _K_DATA,
-            _bstr(wire_data),
-            _K_ENCRYPTION,
-            _switch_cbor(enc.enabled, enc.algorithm),
-            _K_COMPRESSION,
-            _switch_cbor(comp.enabled, comp.algorithm),
-            _K_CONTENT_TYPE,
-            _cached_text(content_type),
-        )
-    )
-
-
-def _prefix_cbor(
-    version: str, type_: MessageType, source: KLPAddress, target: KLPAddress, payload_cbor: bytes
-) -> bytes:
-    """The map entries that sort before ``metadata``'s value, ending with the ``metadata`` key."""
-    return b"".join(
-        (
-            _K_TYPE,
-            _TYPE_CBOR[type_],
-            _K_SOURCE,
-            _cached_text(str(source)),
-            _K_TARGET,
-            _cached_text(str(target)),
-            _K_PAYLOAD,
-            payload_cbor,
-            _K_VERSION,
-            _cached_text(version),
-            _K_METADATA,
-        )
-    )
+def _tail_cbor(timestamp_ms: int) -> bytes:
+    if timestamp_ms >= 0x100000000:
+        return _K_TIMESTAMP_U64 + timestamp_ms.to_bytes(8, "big")
+    return _K_TIMESTAMP + _head(0, timestamp_ms)
 
 
 def _encode_all(
-    *,
-    version: str,
-    type_: MessageType,
-    source: KLPAddress,
-    target: KLPAddress,
-    payload_cbor: bytes,
-    metadata: Metadata,
+    front: bytes,
+    wire_data: bytes,
+    mid: bytes,
+    meta_n: int,
+    meta_head: bytes,
+    message_id: str,
+    meta_tail: bytes,
     signature: bytes,
-    timestamp_ms: int,
+    tail: bytes,
 ) -> tuple[bytes, bytes, bytes]:
-    """(id input, signed bytes, wire bytes), sharing every piece between the three."""
-    prefix = _prefix_cbor(version, type_, source, target, payload_cbor)
-    hints = _hints_cbor(metadata.routing_hints)
-    trust = _trust_cbor(metadata.trust_requirements)
-    ttl, priority, corr = metadata.ttl, metadata.priority, metadata.correlation_id
-    meta_no_id = _metadata_cbor(
-        ttl=ttl,
-        priority=priority,
-        message_id=None,
-        hints_cbor=hints,
-        correlation_id=corr,
-        trust_cbor=trust,
-        nonce=metadata.nonce,
-    )
-    meta = _metadata_cbor(
-        ttl=ttl,
-        priority=priority,
-        message_id=metadata.message_id,
-        hints_cbor=hints,
-        correlation_id=corr,
-        trust_cbor=trust,
-        nonce=metadata.nonce,
-    )
-    tail = _K_TIMESTAMP + _head(0, timestamp_ms)
+    """(id input, signed bytes, wire bytes) from the parts above. ``meta_n`` counts the metadata
+    entries without ``message_id``, which must already be checked (32 hex digits)."""
+    n = len(wire_data)
+    data_head = _SHORT_HEADS[2][n] if n < 24 else _head(2, n)
+    id_cbor = _K_MESSAGE_ID_HEAD + message_id.encode("ascii")
+    n = len(signature)
+    sig_head = _K_SIGNATURE_64 if n == 64 else _K_SIGNATURE + _head(2, n)
+    map_head = _MAP_HEADS[meta_n + 1]
     return (
-        b"\xa7" + prefix + meta_no_id + tail,
-        b"\xa7" + prefix + meta + tail,
-        b"".join((b"\xa8", prefix, meta, _K_SIGNATURE, _bstr(signature), tail)),
+        b"".join((b"\xa7", front, data_head, wire_data, mid, _MAP_HEADS[meta_n], meta_head, meta_tail, tail)),
+        b"".join((b"\xa7", front, data_head, wire_data, mid, map_head, meta_head, id_cbor, meta_tail, tail)),
+        b"".join(
+            (
+                b"\xa8",
+                front,
+                data_head,
+                wire_data,
+                mid,
+                map_head,
+                meta_head,
+                id_cbor,
+                meta_tail,
+                sig_head,
+                signature,
+                tail,
+            )
+        ),
     )
 
 
@@ -561,12 +611,52 @@ def _count_items(data: bytes, limit: int) -> None:
             _fail(REASON_PAYLOAD_TOO_COMPLEX, f"payload has more than {limit} items")
 
 
+_PLAIN_SCALARS = frozenset({str, bytes, float, bool, type(None)})
+_INT_LIMIT = 1 << 64  # CBOR's major types 0 and 1 hold -2**64 .. 2**64-1; beyond that are bignum tags
+
+
+def _is_plain(value: Any) -> bool:
+    """True for a flat dict (text keys) or list of null/bool/int/float/str/bytes: values whose
+    deterministic CBOR a KLP decoder accepts, so encode_data need not decode them back to check."""
+    kind = type(value)
+    if kind is dict:
+        for key in value:
+            if type(key) is not str:
+                return False
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind is int:
+            if not -_INT_LIMIT <= item < _INT_LIMIT:
+                return False
+        elif kind not in _PLAIN_SCALARS:
+            return False
+    return True
+
+
 def encode_data(data: Any) -> bytes:
     """Deterministic CBOR of a payload value; refuses values a KLP decoder would refuse."""
+    kind = type(data)
+    if kind is str:  # the common payloads, encoded directly (the same bytes cbor2 writes)
+        try:
+            raw: bytes = data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            _fail(REASON_MALFORMED_PAYLOAD, f"data is not CBOR-encodable: {exc}")
+        n = len(raw)
+        return (_SHORT_HEADS[3][n] if n < 24 else _head(3, n)) + raw
+    if kind is bytes:
+        blob: bytes = data
+        return _head(2, len(blob)) + blob
     try:
         raw = cbor2.dumps(data, canonical=True)
     except Exception as exc:
         _fail(REASON_MALFORMED_PAYLOAD, f"data is not CBOR-encodable: {exc}")
+    if _is_plain(data):
+        return raw
     try:
         # What we just encoded holds exactly one item; only its content needs checking.
         cbor2.loads(
@@ -589,21 +679,45 @@ def _payload_wire_data(payload: Payload) -> bytes:
     """The bytes carried in ``payload.data`` on the wire (encoded, then compressed)."""
     if payload._wire_data is not None:
         return payload._wire_data
-    if payload.encryption.enabled or payload.content_type != CONTENT_TYPE_CBOR:
-        if not isinstance(payload.data, bytes | bytearray | memoryview):
+    return _wire_data_of(payload.content_type, payload.data, payload.encryption, payload.compression)
+
+
+def _wire_data_of(content_type: str, data: Any, enc: EncryptionInfo, comp: CompressionInfo) -> bytes:
+    if enc.enabled or content_type != CONTENT_TYPE_CBOR:
+        if not isinstance(data, bytes | bytearray | memoryview):
             _fail(
                 REASON_MALFORMED_PAYLOAD,
                 "data must be bytes unless the content type is application/cbor and it is not encrypted",
             )
-        raw = bytes(payload.data)
+        raw = bytes(data)
     else:
-        raw = encode_data(payload.data)
-    comp = payload.compression
-    if comp.enabled and not payload.encryption.enabled:
+        raw = encode_data(data)
+    if comp.enabled and not enc.enabled:
         if comp.algorithm != COMPRESSION_GZIP:
             _fail(REASON_UNSUPPORTED_COMPRESSION, f"unknown compression {comp.algorithm!r}")
         raw = zlib.compress(raw, 6, wbits=31)
     return raw
+
+
+def _string_item(raw: bytes) -> Any:
+    """The value of ``raw`` when it is exactly one definite-length text or byte string (the common
+    payloads, decoded without setting up a cbor2 decoder), else None. Invalid UTF-8 raises."""
+    if not raw:
+        return None
+    ib = raw[0]
+    if not 0x40 <= ib <= 0x7A or 0x5B <= ib <= 0x5F:
+        return None
+    info = ib & 0x1F
+    if info < 24:
+        start, n = 1, info
+    else:
+        start = 1 + (1 << (info - 24))
+        n = int.from_bytes(raw[1:start], "big")
+    if start + n != len(raw):  # truncated, or trailing bytes: let the strict decoder say which
+        return None
+    if ib >= 0x60:
+        return raw[start:].decode("utf-8")  # strict, like cbor2's str_errors="strict"
+    return raw[start:]
 
 
 def _decode_payload_data(
@@ -620,9 +734,12 @@ def _decode_payload_data(
     if len(raw) > max_inline:
         _count_items(raw, MAX_DATA_ITEMS)
     try:
-        return _strict_loads(raw, MAX_DATA_DEPTH)
+        value = _string_item(raw)
+        if value is None:
+            value = _strict_loads(raw, MAX_DATA_DEPTH)
     except Exception as exc:
         _fail(REASON_MALFORMED_PAYLOAD, f"payload data is not acceptable CBOR: {exc}")
+    return value
 
 
 # -- field rules (shared by the encoder and the decoder) ----------------------------------------
@@ -702,12 +819,8 @@ def _check_metadata_fields(
 
 def _check_payload_fields(content_type: Any, enc: EncryptionInfo, comp: CompressionInfo) -> None:
     _check_text_field("content_type", content_type)
-    _check_switch(
-        "encryption", enc.enabled, enc.algorithm, ENCRYPTION_ALGORITHMS, REASON_UNSUPPORTED_ENCRYPTION
-    )
-    _check_switch(
-        "compression", comp.enabled, comp.algorithm, COMPRESSION_ALGORITHMS, REASON_UNSUPPORTED_COMPRESSION
-    )
+    _check_switch("encryption", enc.enabled, enc.algorithm, ENCRYPTION_ALGORITHMS, REASON_UNSUPPORTED_ENCRYPTION)
+    _check_switch("compression", comp.enabled, comp.algorithm, COMPRESSION_ALGORITHMS, REASON_UNSUPPORTED_COMPRESSION)
 
 
 # -- building and encoding -----------------------------------------------------------------------
@@ -745,56 +858,66 @@ def build_message(
     a field is out of bounds, or when ``source`` names a peer id that is not ``identity``'s (such a
     message could never verify).
     """
-    type_ = _TYPES_BY_VALUE[MessageType(type).value]
-    priority = Priority(priority)
+    # (``type`` is a parameter here; the builtin is not needed.)
+    type_ = type if type.__class__ is MessageType else _TYPES_BY_VALUE[MessageType(type).value]
+    if priority.__class__ is not Priority:
+        priority = Priority(priority)
     comp = CompressionInfo(True, compression) if compression is not None else _NO_COMPRESSION
     hints = tuple(routing_hints)
-    _check_version(version)
-    _check_payload_fields(content_type, _NO_ENCRYPTION, comp)
-    _check_metadata_fields(ttl, priority, correlation_id, hints, trust_requirements)
+    if version is not KLP_VERSION:
+        _check_version(version)
+    if content_type is not CONTENT_TYPE_CBOR or comp is not _NO_COMPRESSION:
+        _check_payload_fields(content_type, _NO_ENCRYPTION, comp)
+    trust = trust_requirements
+    _check_metadata_fields(ttl, priority, correlation_id, hints, trust)
     _check_timestamp(timestamp_ms)
     nonce = os.urandom(NONCE_BYTES) if nonce is None else _check_nonce(nonce)
     signer = signer_key_for(source.authority)
     if signer is not None and signer.raw != identity.public_key.raw:
         _fail(REASON_INVALID_STRUCTURE, "source authority is a peer id that is not the signing identity")
 
-    payload = Payload(content_type, data, _NO_ENCRYPTION, comp)
-    wire_data = _payload_wire_data(payload)
-    payload.__dict__["_wire_data"] = wire_data
-    prefix = _prefix_cbor(
-        version, type_, source, target, _payload_cbor(content_type, wire_data, _NO_ENCRYPTION, comp)
+    wire_data = _wire_data_of(content_type, data, _NO_ENCRYPTION, comp)
+    n = len(wire_data)
+    front = _front_cbor(type_, str(source), str(target))
+    data_head = _SHORT_HEADS[2][n] if n < 24 else _head(2, n)
+    mid = _mid_cbor(False, None, comp.enabled, comp.algorithm, content_type, version)
+    meta_n = 5 if correlation_id is None else 6
+    meta_head = _meta_head_cbor(ttl, nonce, priority)
+    meta_tail = _meta_tail_cbor(
+        hints,
+        correlation_id,
+        _trust_cbor(trust.minimum_trust_score, trust.required_endorsements, trust.verification_level),
     )
-    hints_cbor = _hints_cbor(hints)
-    trust_cbor = _trust_cbor(trust_requirements)
-    tail = _K_TIMESTAMP + _head(0, timestamp_ms)
-    id_input = b"".join(
+    tail = _tail_cbor(timestamp_ms)
+    id_input = b"".join((b"\xa7", front, data_head, wire_data, mid, _MAP_HEADS[meta_n], meta_head, meta_tail, tail))
+    message_id = hashlib.sha256(id_input).digest()[:16].hex()
+    body = b"".join(
         (
-            b"\xa7",
-            prefix,
-            _metadata_cbor(
-                ttl=ttl,
-                priority=priority,
-                message_id=None,
-                hints_cbor=hints_cbor,
-                correlation_id=correlation_id,
-                trust_cbor=trust_cbor,
-                nonce=nonce,
-            ),
-            tail,
+            front,
+            data_head,
+            wire_data,
+            mid,
+            _MAP_HEADS[meta_n + 1],
+            meta_head,
+            _K_MESSAGE_ID_HEAD,
+            message_id.encode("ascii"),
+            meta_tail,
         )
     )
-    message_id = _message_id_of(id_input)
-    meta = _metadata_cbor(
-        ttl=ttl,
-        priority=priority,
-        message_id=message_id,
-        hints_cbor=hints_cbor,
-        correlation_id=correlation_id,
-        trust_cbor=trust_cbor,
-        nonce=nonce,
-    )
-    signed = b"\xa7" + prefix + meta + tail
+    signed = b"".join((b"\xa7", body, tail))
     signature = identity.sign(signed)
+    n = len(signature)
+    wire = b"".join((b"\xa8", body, _K_SIGNATURE_64 if n == 64 else _K_SIGNATURE + _head(2, n), signature, tail))
+    payload = _fast(
+        Payload,
+        {
+            "content_type": content_type,
+            "data": data,
+            "encryption": _NO_ENCRYPTION,
+            "compression": comp,
+            "_wire_data": wire_data,
+        },
+    )
     metadata = _fast(
         Metadata,
         {
@@ -803,11 +926,11 @@ def build_message(
             "priority": priority,
             "ttl": ttl,
             "routing_hints": hints,
-            "trust_requirements": trust_requirements,
+            "trust_requirements": trust,
             "nonce": nonce,
         },
     )
-    msg = _fast(
+    return _fast(
         KLPMessage,
         {
             "version": version,
@@ -818,11 +941,11 @@ def build_message(
             "metadata": metadata,
             "signature": signature,
             "timestamp_ms": timestamp_ms,
+            "_id_input": id_input,
+            "_signed": signed,
+            "_wire": wire,
         },
     )
-    wire = b"".join((b"\xa8", prefix, meta, _K_SIGNATURE, _bstr(signature), tail))
-    _cache_encodings(msg, id_input, signed, wire)
-    return msg
 
 
 def _encodings(msg: KLPMessage) -> tuple[bytes, bytes, bytes]:
@@ -838,16 +961,21 @@ def _encodings(msg: KLPMessage) -> tuple[bytes, bytes, bytes]:
     _check_timestamp(msg.timestamp_ms)
     if not isinstance(msg.signature, bytes):
         _fail(REASON_INVALID_STRUCTURE, "signature must be bytes")
-    wire_data = _payload_wire_data(pl)
+    enc, comp, trust = pl.encryption, pl.compression, md.trust_requirements
     id_input, signed, wire = _encode_all(
-        version=msg.version,
-        type_=_TYPES_BY_VALUE[MessageType(msg.type).value],
-        source=msg.source,
-        target=msg.target,
-        payload_cbor=_payload_cbor(pl.content_type, wire_data, pl.encryption, pl.compression),
-        metadata=md,
-        signature=msg.signature,
-        timestamp_ms=msg.timestamp_ms,
+        _front_cbor(_TYPES_BY_VALUE[MessageType(msg.type).value], str(msg.source), str(msg.target)),
+        _payload_wire_data(pl),
+        _mid_cbor(enc.enabled, enc.algorithm, comp.enabled, comp.algorithm, pl.content_type, msg.version),
+        5 if md.correlation_id is None else 6,
+        _meta_head_cbor(md.ttl, md.nonce, md.priority),
+        md.message_id,
+        _meta_tail_cbor(
+            md.routing_hints,
+            md.correlation_id,
+            _trust_cbor(trust.minimum_trust_score, trust.required_endorsements, trust.verification_level),
+        ),
+        msg.signature,
+        _tail_cbor(msg.timestamp_ms),
     )
     _cache_encodings(msg, id_input, signed, wire)
     return id_input, signed, wire
@@ -886,9 +1014,7 @@ def verify_signature(msg: KLPMessage) -> bool:
 
 # -- decoding ------------------------------------------------------------------------------------
 
-_TOP_KEYS = frozenset(
-    {"version", "type", "source", "target", "payload", "metadata", "signature", "timestamp"}
-)
+_TOP_KEYS = frozenset({"version", "type", "source", "target", "payload", "metadata", "signature", "timestamp"})
 _PAYLOAD_KEYS = frozenset({"content_type", "data", "encryption", "compression"})
 _META_REQUIRED = frozenset({"message_id", "nonce", "priority", "ttl", "routing_hints", "trust_requirements"})
 _META_ALL = _META_REQUIRED | {"correlation_id"}
@@ -919,7 +1045,14 @@ def _switch_of(what: str, value: Any, known: frozenset[str], reason: str) -> tup
 
 _encryption_info = lru_cache(maxsize=16)(EncryptionInfo)
 _compression_info = lru_cache(maxsize=16)(CompressionInfo)
-_trust_requirements = lru_cache(maxsize=256)(TrustRequirements)
+
+
+@lru_cache(maxsize=256)
+def _decoded_trust(score: float, endorsements: int, level: VerificationLevel) -> tuple[TrustRequirements, bytes]:
+    """The TrustRequirements of validated fields, and its encoding."""
+    return TrustRequirements(score, endorsements, level), _trust_fields_cbor(score, endorsements, level)
+
+
 _NO_ENCRYPTION = EncryptionInfo()
 _NO_COMPRESSION = CompressionInfo()
 
@@ -934,6 +1067,17 @@ def _address(what: str, value: Any) -> KLPAddress:
     if str(address) != value:
         _fail(REASON_INVALID_ADDRESS, f"{what} is not in canonical form {str(address)[:80]!r}")
     return address
+
+
+@lru_cache(maxsize=4096)
+def _canonical_address(value: str) -> KLPAddress | None:
+    """The address ``value`` spells if it is valid and canonical, else None (then :func:`_address`
+    says why). Cached: a conversation repeats its two addresses in every message."""
+    try:
+        address = KLPAddress.parse(value)
+    except AddressError:
+        return None
+    return address if str(address) == value else None
 
 
 def _hint(value: Any) -> RoutingHint:
@@ -976,9 +1120,7 @@ class DecodedEnvelope(NamedTuple):
 
     def to_message(self, max_inline: int = MAX_MESSAGE_BYTES) -> KLPMessage:
         """Decompress and decode the payload (bounded) into a KLPMessage. Raises EnvelopeError."""
-        value = _decode_payload_data(
-            self.wire_data, self.content_type, self.encryption, self.compression, max_inline
-        )
+        value = _decode_payload_data(self.wire_data, self.content_type, self.encryption, self.compression, max_inline)
         payload = _fast(
             Payload,
             {
@@ -989,7 +1131,7 @@ class DecodedEnvelope(NamedTuple):
                 "_wire_data": self.wire_data,
             },
         )
-        msg = _fast(
+        return _fast(
             KLPMessage,
             {
                 "version": self.version,
@@ -1000,10 +1142,14 @@ class DecodedEnvelope(NamedTuple):
                 "metadata": self.metadata,
                 "signature": self.signature,
                 "timestamp_ms": self.timestamp_ms,
+                "_id_input": self.id_input,
+                "_signed": self.signed,
+                "_wire": self.wire,
             },
         )
-        _cache_encodings(msg, self.id_input, self.signed, self.wire)
-        return msg
+
+
+_new_envelope = tuple.__new__  # the NamedTuple's own __new__ is a Python function with 14 arguments
 
 
 def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEnvelope:
@@ -1027,32 +1173,62 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
         )
     except Exception as exc:
         _fail(REASON_MALFORMED, f"not a CBOR item: {str(exc)[:200]}")
-    top = _map("message", top, _TOP_KEYS, _TOP_KEYS)
-    version = _check_version(top["version"])
+    # Each check below has a fast test for the usual value; anything else goes to the full check,
+    # which rejects with the precise reason (or, for an unusual but valid value, accepts it).
+    if type(top) is not dict or top.keys() != _TOP_KEYS:
+        top = _map("message", top, _TOP_KEYS, _TOP_KEYS)
+    version = top["version"]
+    if type(version) is not str or version != KLP_VERSION:
+        _check_version(version)
     type_value = top["type"]
     if type(type_value) is not str:
         _fail(REASON_INVALID_STRUCTURE, "type must be text")
     type_ = _TYPES_BY_VALUE.get(type_value)
     if type_ is None:
         _fail(REASON_UNKNOWN_MESSAGE_TYPE, f"unknown message type {type_value[:60]!r}")
-    source = _address("source", top["source"])
-    target = _address("target", top["target"])
+    source_text, target_text = top["source"], top["target"]
+    source = _canonical_address(source_text) if type(source_text) is str else None
+    if source is None:
+        source = _address("source", source_text)
+    target = _canonical_address(target_text) if type(target_text) is str else None
+    if target is None:
+        target = _address("target", target_text)
 
-    pl = _map("payload", top["payload"], _PAYLOAD_KEYS, _PAYLOAD_KEYS)
-    content_type = _check_text_field("content_type", pl["content_type"])
+    pl = top["payload"]
+    if type(pl) is not dict or pl.keys() != _PAYLOAD_KEYS:
+        pl = _map("payload", pl, _PAYLOAD_KEYS, _PAYLOAD_KEYS)
+    content_type = pl["content_type"]
+    if type(content_type) is not str or content_type != CONTENT_TYPE_CBOR:
+        _check_text_field("content_type", content_type)
     wire_data = pl["data"]
     if type(wire_data) is not bytes:
         _fail(REASON_INVALID_STRUCTURE, "payload.data must be a byte string")
-    enc = _encryption_info(
-        *_switch_of("encryption", pl["encryption"], ENCRYPTION_ALGORITHMS, REASON_UNSUPPORTED_ENCRYPTION)
-    )
-    comp = _compression_info(
-        *_switch_of("compression", pl["compression"], COMPRESSION_ALGORITHMS, REASON_UNSUPPORTED_COMPRESSION)
-    )
+    raw_switch = pl["encryption"]
+    if type(raw_switch) is dict and len(raw_switch) == 1 and raw_switch.get("enabled") is False:
+        enc, enc_enabled, enc_algorithm = _NO_ENCRYPTION, False, None
+    else:
+        enc_enabled, enc_algorithm = _switch_of(
+            "encryption", raw_switch, ENCRYPTION_ALGORITHMS, REASON_UNSUPPORTED_ENCRYPTION
+        )
+        enc = _encryption_info(enc_enabled, enc_algorithm)
+    raw_switch = pl["compression"]
+    if type(raw_switch) is dict and len(raw_switch) == 1 and raw_switch.get("enabled") is False:
+        comp, comp_enabled, comp_algorithm = _NO_COMPRESSION, False, None
+    else:
+        comp_enabled, comp_algorithm = _switch_of(
+            "compression", raw_switch, COMPRESSION_ALGORITHMS, REASON_UNSUPPORTED_COMPRESSION
+        )
+        comp = _compression_info(comp_enabled, comp_algorithm)
 
-    md = _map("metadata", top["metadata"], _META_REQUIRED, _META_ALL)
-    message_id = _check_message_id(md["message_id"])
-    nonce = _check_nonce(md["nonce"], REASON_INVALID_STRUCTURE)
+    md = top["metadata"]
+    if type(md) is not dict or (md.keys() != _META_REQUIRED and md.keys() != _META_ALL):
+        md = _map("metadata", md, _META_REQUIRED, _META_ALL)
+    message_id = md["message_id"]
+    if type(message_id) is not str or _MESSAGE_ID_MATCH(message_id) is None:
+        _check_message_id(message_id)
+    nonce = md["nonce"]
+    if type(nonce) is not bytes or not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+        _check_nonce(nonce, REASON_INVALID_STRUCTURE)
     correlation_id = md.get("correlation_id")
     if "correlation_id" in md:  # absent when unset, never null
         _check_text_field("correlation_id", correlation_id)
@@ -1060,20 +1236,33 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
     priority = _PRIORITIES_BY_VALUE.get(raw_priority) if type(raw_priority) is int else None
     if priority is None:
         _fail(REASON_INVALID_STRUCTURE, "priority must be 1, 5, 8 or 10")
-    ttl = _check_ttl(md["ttl"])
+    ttl = md["ttl"]
+    if type(ttl) is not int or not 0 <= ttl <= MAX_TTL_SECONDS:
+        _check_ttl(ttl)
     raw_hints = md["routing_hints"]
     if type(raw_hints) is not list or len(raw_hints) > MAX_ROUTING_HINTS:
         _fail(REASON_INVALID_STRUCTURE, f"routing_hints must be a list of at most {MAX_ROUTING_HINTS}")
     hints = tuple(_hint(h) for h in raw_hints) if raw_hints else ()
-    tr = _map("trust_requirements", md["trust_requirements"], _TRUST_KEYS, _TRUST_KEYS)
+    tr = md["trust_requirements"]
+    if type(tr) is not dict or tr.keys() != _TRUST_KEYS:
+        tr = _map("trust_requirements", tr, _TRUST_KEYS, _TRUST_KEYS)
     score, endorsements = tr["minimum_trust_score"], tr["required_endorsements"]
     if type(score) is not float:
         _fail(REASON_INVALID_STRUCTURE, "minimum_trust_score must be a float")
-    _check_trust(score, endorsements)
+    if (
+        type(endorsements) is not int
+        or not 0.0 <= score <= MAX_TRUST_SCORE
+        or not 0 <= endorsements <= MAX_ENDORSEMENTS
+    ):
+        _check_trust(score, endorsements)
     level_value = tr["verification_level"]
     level = _LEVELS_BY_VALUE.get(level_value) if type(level_value) is str else None
     if level is None:
         _fail(REASON_INVALID_STRUCTURE, "verification_level must be none/basic/strong/cryptographic")
+    if score or math.copysign(1.0, score) > 0.0:
+        trust, trust_cbor = _decoded_trust(score, endorsements, level)
+    else:  # -0.0: see _is_negative_zero, never from (or into) a cache
+        trust, trust_cbor = _decoded_trust.__wrapped__(score, endorsements, level)
     metadata = _fast(
         Metadata,
         {
@@ -1082,7 +1271,7 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
             "priority": priority,
             "ttl": ttl,
             "routing_hints": hints,
-            "trust_requirements": _trust_requirements(score, endorsements, level),
+            "trust_requirements": trust,
             "nonce": nonce,
         },
     )
@@ -1090,36 +1279,42 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
     signature = top["signature"]
     if type(signature) is not bytes:
         _fail(REASON_INVALID_STRUCTURE, "signature must be a byte string")
-    timestamp_ms = _check_timestamp(top["timestamp"])
+    timestamp_ms = top["timestamp"]
+    if type(timestamp_ms) is not int or not 0 <= timestamp_ms < 1 << 53:
+        _check_timestamp(timestamp_ms)
 
     id_input, signed, wire = _encode_all(
-        version=version,
-        type_=type_,
-        source=source,
-        target=target,
-        payload_cbor=_payload_cbor(content_type, wire_data, enc, comp),
-        metadata=metadata,
-        signature=signature,
-        timestamp_ms=timestamp_ms,
+        _front_cbor(type_, source_text, target_text),
+        wire_data,
+        _mid_cbor(enc_enabled, enc_algorithm, comp_enabled, comp_algorithm, content_type, version),
+        5 if correlation_id is None else 6,
+        _meta_head_cbor(ttl, nonce, priority),
+        message_id,
+        _meta_tail_cbor(hints, correlation_id, trust_cbor),
+        signature,
+        _tail_cbor(timestamp_ms),
     )
     if wire != data:
         # Also catches trailing bytes. One message has exactly one encoding.
         _fail(REASON_MALFORMED, "not the deterministic CBOR encoding (RFC 8949 §4.2.1) of its content")
-    return DecodedEnvelope(
-        version,
-        type_,
-        source,
-        target,
-        content_type,
-        wire_data,
-        enc,
-        comp,
-        metadata,
-        signature,
-        timestamp_ms,
-        id_input,
-        signed,
-        wire,
+    return _new_envelope(
+        DecodedEnvelope,
+        (
+            version,
+            type_,
+            source,
+            target,
+            content_type,
+            wire_data,
+            enc,
+            comp,
+            metadata,
+            signature,
+            timestamp_ms,
+            id_input,
+            signed,
+            data,
+        ),
     )
 
 
