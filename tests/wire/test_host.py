@@ -142,6 +142,31 @@ async def test_unsupported_protocol_is_refused_without_harming_connection(
     assert await conn.ping() >= 0
 
 
+async def test_open_stream_times_out_when_the_remote_never_answers(
+    pair: tuple[Host, Host, Multiaddr],
+) -> None:
+    _, b, addr = pair
+    a = Host(
+        Ed25519PrivateKey.generate(),
+        limits=HostLimits(connection=ConnectionLimits(stream_negotiation_timeout=0.2)),
+    )
+    try:
+        conn = await a.dial(addr)
+        inbound = await wait_for(lambda: b.connection_to(a.peer_id))
+        inbound._handle_yamux = lambda events: None  # type: ignore[method-assign]  # deaf remote
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ProtocolNegotiationError, match=r"no answer negotiating /test/echo/1\.0\.0"):
+            await conn.open_stream(ECHO)
+        assert 0.15 < asyncio.get_running_loop().time() - started < 2
+        assert conn._negotiating == 0 and not conn._negotiation_timers and not conn._pending_accept
+        del inbound._handle_yamux  # the remote hears again: the connection is still usable
+        stream = await conn.open_stream(ECHO)
+        await stream.write_all(b"still alive")
+        assert await stream.readexactly(11) == b"still alive"
+    finally:
+        await a.close()
+
+
 async def test_libp2p_ping_and_yamux_ping(pair: tuple[Host, Host, Multiaddr]) -> None:
     a, _, addr = pair
     rtts = await a.ping(addr, count=3)

@@ -26,6 +26,7 @@ from kosmesh.wire import multistream, noise, yamux
 log = logging.getLogger(__name__)
 
 _DataReceived = yamux.DataReceived
+_monotonic = time.monotonic
 
 Direction = Literal["inbound", "outbound"]
 StreamHandler = Callable[["Stream"], Awaitable[None]]
@@ -173,7 +174,24 @@ class Stream:
     async def readexactly(self, n: int) -> bytes:
         parts: list[bytes] = []
         need = n
+        buffer = self._buffer
+        conn = self._conn
         while need:
+            # What read(need) does, inlined for the common cases (no coroutine per chunk); the
+            # receiver, reset, EOF and closed cases still go through read() for its exact behaviour.
+            if self._on_data is None:
+                if buffer:
+                    chunk = buffer.popleft()
+                    if len(chunk) > need:
+                        buffer.appendleft(chunk[need:])
+                        chunk = chunk[:need]
+                    conn._consumed(self.stream_id, len(chunk))
+                    parts.append(chunk)
+                    need -= len(chunk)
+                    continue
+                if not self._reset and not self._eof and conn._phase != "closed":
+                    await self._wait_readable()
+                    continue
             chunk = await self.read(need)
             if not chunk:
                 raise asyncio.IncompleteReadError(b"".join(parts), n)
@@ -214,7 +232,18 @@ class Stream:
             raise StreamResetError(f"stream {self.stream_id} was reset")
         if self._write_closed:
             raise ConnectionError("stream is closed for writing")
-        self._conn._send(self.stream_id, data)
+        conn = self._conn
+        if conn._phase != "open":
+            raise ConnectionClosedError("connection closed")
+        # Straight to the session and flushed inline: this is the per-message hot path. send_data copies
+        # anything that is not bytes. Flushed at once, not corked per loop iteration: measured,
+        # corking makes two busy peers take turns on whole batches instead of overlapping, halving
+        # pipelined KLP throughput.
+        session = conn._session
+        session.send_data(self.stream_id, data)
+        out = session.data_to_send()
+        if out:
+            conn._write_secured(out)
 
     async def drain(self) -> None:
         """Wait until the queued data has been framed (the peer's window allowed it)."""
@@ -330,16 +359,20 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
-        self.last_received = time.monotonic()
+        self.last_received = _monotonic()
         try:
             transport = self._noise
             if transport is None:
                 self._advance_insecure(data)
             elif self._phase == "open":
                 plain = transport.receive_data(data)
+                session = self._session
                 if plain:
-                    self._handle_yamux(self._session.receive_data(plain))
-                self._flush()
+                    self._handle_yamux(session.receive_data(plain))
+                if self._phase == "open":  # _flush, inlined: most reads leave nothing to send
+                    out = session.data_to_send()
+                    if out:
+                        self._write_secured(out)
             elif self._phase == "ms-muxer":
                 self._advance_secured(transport.receive_data(data))
         except (noise.NoiseError, multistream.MultistreamError) as exc:
@@ -440,15 +473,20 @@ class Connection(asyncio.Protocol):
         for event in events:
             kind = type(event)
             if kind is _DataReceived:
-                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
+                sid = event.stream_id  # type: ignore[union-attr]
+                stream = streams.get(sid)
                 if stream is None:
                     continue
                 on_data = stream._on_data
                 if on_data is not None:
                     data = event.data  # type: ignore[union-attr]
                     # flushed by data_received once every event is handled
-                    self._session.consume(stream.stream_id, len(data))
-                    self._deliver(stream, on_data, data)
+                    self._session.consume(sid, len(data))
+                    try:  # _deliver, inlined
+                        on_data(data)
+                    except Exception:
+                        log.exception("receiver for %s failed on stream %d", stream.protocol, sid)
+                        stream.reset()
                     if self._phase == "closed":
                         return
                 elif stream.protocol is None:
@@ -517,11 +555,11 @@ class Connection(asyncio.Protocol):
     def _supports(self, protocol: str) -> bool:
         return self._lookup_handler(protocol) is not None
 
-    def _arm_negotiation_timeout(self, stream: Stream) -> None:
+    def _arm_negotiation_timeout(self, stream: Stream, reason: str = "protocol negotiation timed out") -> None:
         def expire() -> None:
             self._negotiation_timers.pop(stream.stream_id, None)
             if stream.protocol is None and not stream._reset:
-                self._abort_negotiation(stream, "protocol negotiation timed out")
+                self._abort_negotiation(stream, reason)
 
         # cancelled once the protocol is agreed, so thousands of streams/s leave no timers behind
         self._negotiation_timers[stream.stream_id] = self._loop.call_later(
@@ -623,12 +661,10 @@ class Connection(asyncio.Protocol):
         self._pending_accept[stream_id] = waiter
         self._session.send_data(stream_id, dialer.initiate())
         self._flush()
-        try:
-            async with asyncio.timeout(self.limits.stream_negotiation_timeout):
-                await waiter
-        except TimeoutError:
-            self._abort_negotiation(stream, "protocol negotiation timed out")
-            raise ProtocolNegotiationError(f"no answer negotiating {protocols[0]}") from None
+        # A plain timer rather than asyncio.timeout (cheaper per stream): on expiry it aborts the
+        # negotiation, which fails the waiter with this reason; agreement or reset disarms it.
+        self._arm_negotiation_timeout(stream, f"no answer negotiating {protocols[0]}")
+        await waiter
         return stream
 
     async def ping(self, timeout: float = 10.0) -> float:
@@ -656,19 +692,14 @@ class Connection(asyncio.Protocol):
         self._fail(reason)
 
     # -- internals --------------------------------------------------------------------
-    def _send(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
-        if self._phase != "open":
-            raise ConnectionClosedError("connection closed")
-        self._session.send_data(stream_id, bytes(data) if isinstance(data, bytearray) else data)
-        # Flushed at once, not corked per loop iteration: measured, corking makes two busy peers
-        # take turns on whole batches instead of overlapping, halving pipelined KLP throughput.
-        self._flush()
-
     def _consumed(self, stream_id: int, n: int) -> None:
         if self._phase == "open":
-            self._session.consume(stream_id, n)
+            session = self._session
+            session.consume(stream_id, n)
             # a window update is due only every half window: flushing here costs nothing otherwise
-            self._flush()
+            out = session.data_to_send()
+            if out:
+                self._write_secured(out)
 
     def _close_stream(self, stream_id: int) -> None:
         self._session.close_stream(stream_id)
@@ -696,8 +727,12 @@ class Connection(asyncio.Protocol):
             self._transport.write(data)
 
     def _write_secured(self, data: bytes) -> None:
-        if self._noise is not None and data:
-            self._write_raw(self._noise.encrypt(data))
+        transport = self._transport
+        secure = self._noise
+        if secure is not None and transport is not None and data:
+            out = secure.encrypt(data)
+            self.bytes_sent += len(out)
+            transport.write(out)
 
     def _fail(self, reason: str) -> None:
         if self._phase == "closed":

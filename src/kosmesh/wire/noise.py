@@ -604,6 +604,20 @@ class NoiseTransport:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> bytes:
         """Decrypt every complete frame in buffered + ``data``; keep a trailing partial frame."""
+        if not self._buffer and not self._broken and type(data) is bytes:
+            # Fast path, inlined from _receive: the read is exactly one whole frame (typical
+            # for request/response), so it is decrypted without an intermediate call.
+            total = len(data)
+            if total >= 2 + TAG_LEN and total == ((data[0] << 8) | data[1]) + 2:
+                nonce = self._recv_nonce
+                if nonce < MAX_NONCE:
+                    try:
+                        plaintext: bytes = self._decrypt(_pack_nonce(nonce), data[2:], None)
+                    except InvalidTag:
+                        self._break()
+                        raise NoiseError("transport decryption failed (bad tag)") from None
+                    self._recv_nonce = nonce + 1
+                    return plaintext
         result = self._receive(data, False)
         return result if isinstance(result, bytes) else bytes(result)  # always bytes here
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 PROTOCOL_ID: Final = "/yamux/1.0.0"
@@ -65,69 +64,125 @@ class YamuxError(Exception):
     """Local API misuse (e.g. sending on a reset stream); never raised for remote input."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
+class _Event:
+    """Base of the events: immutable by convention, compared and hashed by type and fields.
+
+    Plain ``__slots__`` classes with an ordinary ``__init__`` rather than frozen dataclasses:
+    one is built per received frame, and a frozen dataclass costs about 2.5x as much to create
+    (its ``__init__`` goes through ``object.__setattr__``). Equality, hashing, ``repr`` and
+    ``match`` support behave as they did for the dataclasses.
+    """
+
+    __slots__ = ()
+    __match_args__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__match_args__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Event)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+        return f"{self.__class__.__qualname__}({args})"
+
+
+class StreamOpened(_Event):
     """The remote opened a stream (SYN); the session has already acknowledged it."""
 
-    stream_id: int
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id: Final = stream_id
 
 
-@dataclass(frozen=True, slots=True)
-class StreamAccepted:
+class StreamAccepted(_Event):
     """The remote acknowledged a stream we opened."""
 
-    stream_id: int
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id: Final = stream_id
 
 
-@dataclass(frozen=True, slots=True)
-class DataReceived:
+class DataReceived(_Event):
     """Payload of one data frame; call :meth:`YamuxSession.consume` once it is used."""
 
-    stream_id: int
-    data: bytes
+    __slots__ = ("data", "stream_id")
+    __match_args__ = ("stream_id", "data")
+
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        self.stream_id: Final = stream_id
+        self.data: Final = data
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
+class StreamEnded(_Event):
     """The remote half-closed the stream (FIN): no more data will arrive on it."""
 
-    stream_id: int
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id: Final = stream_id
 
 
-@dataclass(frozen=True, slots=True)
-class StreamReset:
+class StreamReset(_Event):
     """The remote reset the stream (RST); its state is already freed."""
 
-    stream_id: int
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id: Final = stream_id
 
 
-@dataclass(frozen=True, slots=True)
-class StreamWritable:
+class StreamWritable(_Event):
     """The send window reopened and everything queued by ``send_data`` has been framed."""
 
-    stream_id: int
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id: Final = stream_id
 
 
-@dataclass(frozen=True, slots=True)
-class PingAcknowledged:
+class PingAcknowledged(_Event):
     """The remote answered one of our pings."""
 
-    opaque: int
+    __slots__ = ("opaque",)
+    __match_args__ = ("opaque",)
+
+    def __init__(self, opaque: int) -> None:
+        self.opaque: Final = opaque
 
 
-@dataclass(frozen=True, slots=True)
-class GoAwayReceived:
+class GoAwayReceived(_Event):
     """The remote sent GoAway with this code."""
 
-    code: int
+    __slots__ = ("code",)
+    __match_args__ = ("code",)
+
+    def __init__(self, code: int) -> None:
+        self.code: Final = code
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionTerminated:
+class ConnectionTerminated(_Event):
     """The session is dead (remote protocol violation or remote go-away)."""
 
-    code: int
-    reason: str
+    __slots__ = ("code", "reason")
+    __match_args__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code: Final = code
+        self.reason: Final = reason
 
 
 Event: TypeAlias = (
@@ -275,7 +330,7 @@ class YamuxSession:
         self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._window_delta))
         return sid
 
-    def send_data(self, stream_id: int, data: bytes | memoryview) -> None:
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
         """Frame as much as the peer's window allows now and queue the rest in order."""
         st = self._streams.get(stream_id)
         if st is None or self._terminated:
@@ -375,7 +430,9 @@ class YamuxSession:
 
         events: list[Event] = []
         streams = self._streams
-        mv = memoryview(buf)
+        # Slicing bytes copies once; a bytearray (buffered input) is sliced through a view so it
+        # is copied only once as well, and the view is released before the buffer is trimmed.
+        mv: bytes | memoryview = buf if type(buf) is bytes else memoryview(buf)
         pos = 0
         while total - pos >= HEADER_SIZE:
             vt, flags, sid, length = _unpack_from(buf, pos)
@@ -427,7 +484,8 @@ class YamuxSession:
             pos = end
             if self._terminated:
                 break
-        mv.release()
+        if type(mv) is memoryview:
+            mv.release()
 
         if not self._terminated:
             if buf is inbuf:
@@ -443,7 +501,7 @@ class YamuxSession:
         flags: int,
         sid: int,
         length: int,
-        mv: memoryview,
+        mv: bytes | memoryview,
         start: int,
         events: list[Event],
     ) -> None:
