@@ -12,10 +12,12 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+Params = Sequence[Any] | Mapping[str, Any]  # positional (?) or named (:name) SQL parameters
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -86,7 +88,7 @@ class Storage:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        self._pending: list[tuple[str, Sequence[Any], asyncio.Future[None] | None]] = []
+        self._pending: list[tuple[str, Params, asyncio.Future[None] | None]] = []
         self._flush_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kosmesh-db")
         self._checkpointer: asyncio.Task[None] | None = None
@@ -131,11 +133,11 @@ class Storage:
                 db.execute("PRAGMA wal_checkpoint(RESTART)")
 
     # -- group-committed writes -----------------------------------------------------------
-    async def write(self, sql: str, params: Sequence[Any]) -> None:
+    async def write(self, sql: str, params: Params) -> None:
         """Execute one write; returns once it is committed (shared with concurrent writes)."""
         await self.write_nowait(sql, params)
 
-    def write_nowait(self, sql: str, params: Sequence[Any]) -> asyncio.Future[None]:
+    def write_nowait(self, sql: str, params: Params) -> asyncio.Future[None]:
         """Queue a write for this loop iteration's commit; the future resolves once committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -163,7 +165,7 @@ class Storage:
                     fut.set_exception(error)
                     fut.exception()  # fire-and-forget writers may never look
 
-    def _commit_batch(self, batch: list[tuple[str, Sequence[Any], asyncio.Future[None] | None]]) -> None:
+    def _commit_batch(self, batch: list[tuple[str, Params, asyncio.Future[None] | None]]) -> None:
         db = self._db
         if db is None:
             raise sqlite3.ProgrammingError("storage is closed")
@@ -196,22 +198,30 @@ class Storage:
         agents: list[str] | None = None,
         agent_version: str | None = None,
     ) -> None:
+        """Record that we saw ``peer_id`` now; fields given as None keep their stored value."""
         now = time.time()
+
+        def as_json(value: list[str] | None) -> str | None:
+            return json.dumps(value) if value is not None else None
+
         await self.write(
-            "INSERT INTO peers(peer_id, first_seen, last_seen) VALUES (?, ?, ?) "
-            "ON CONFLICT(peer_id) DO UPDATE SET last_seen=excluded.last_seen",
-            (peer_id, now, now),
+            "INSERT INTO peers(peer_id, addrs, role, capabilities, agents, agent_version, first_seen, last_seen) "
+            "VALUES (:peer_id, coalesce(:addrs, '[]'), coalesce(:role, ''), coalesce(:capabilities, '[]'), "
+            "coalesce(:agents, '[]'), coalesce(:agent_version, ''), :now, :now) "
+            "ON CONFLICT(peer_id) DO UPDATE SET last_seen=excluded.last_seen, "
+            "addrs=coalesce(:addrs, addrs), role=coalesce(:role, role), "
+            "capabilities=coalesce(:capabilities, capabilities), agents=coalesce(:agents, agents), "
+            "agent_version=coalesce(:agent_version, agent_version)",
+            {
+                "peer_id": peer_id,
+                "addrs": as_json(addrs),
+                "role": role,
+                "capabilities": as_json(capabilities),
+                "agents": as_json(agents),
+                "agent_version": agent_version,
+                "now": now,
+            },
         )
-        updates = {
-            "addrs": json.dumps(addrs) if addrs is not None else None,
-            "role": role,
-            "capabilities": json.dumps(capabilities) if capabilities is not None else None,
-            "agents": json.dumps(agents) if agents is not None else None,
-            "agent_version": agent_version,
-        }
-        for column, value in updates.items():
-            if value is not None:
-                await self.write(f"UPDATE peers SET {column}=? WHERE peer_id=?", (value, peer_id))
 
     async def peers(self) -> list[dict[str, Any]]:
         rows = await self.query("SELECT * FROM peers ORDER BY last_seen DESC")
