@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -20,13 +21,20 @@ from kosmesh.node.node import NodeError
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
 
-@pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+@contextlib.asynccontextmanager
+async def connected_pair(tmp_path: Path, b_config: NodeConfig | None = None) -> AsyncIterator[tuple[Node, Node]]:
+    """Node a connected to node b (b optionally with its own configuration)."""
     a = Node(tmp_path / "a", listen=LOOPBACK)
-    b = Node(tmp_path / "b", listen=LOOPBACK)
+    b = Node(tmp_path / "b", listen=LOOPBACK, config=b_config)
     async with a, b:
         await a.connect(str(b.host.listen_addrs[0]))
         yield a, b
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    async with connected_pair(tmp_path) as pair:
+        yield pair
 
 
 async def test_echo_task_round_trip(nodes: tuple[Node, Node]) -> None:
@@ -83,10 +91,7 @@ async def test_crashing_agent_does_not_take_node_down(nodes: tuple[Node, Node]) 
 async def test_insufficient_trust_end_to_end(tmp_path: Path) -> None:
     cfg = NodeConfig()
     cfg.trust.default_score = 2.0
-    a = Node(tmp_path / "a", listen=LOOPBACK)
-    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
-    async with a, b:
-        await a.connect(str(b.host.listen_addrs[0]))
+    async with connected_pair(tmp_path, cfg) as (a, b):
         from kosmesh.klp import MessageType, TrustRequirements
 
         # the default request asks for no trust: accepted
@@ -116,10 +121,7 @@ def _addr(node: Node, agent: str) -> Any:
 async def test_critical_before_low_under_load(tmp_path: Path) -> None:
     cfg = NodeConfig()
     cfg.klp.workers = 1
-    a = Node(tmp_path / "a", listen=LOOPBACK)
-    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
-    async with a, b:
-        await a.connect(str(b.host.listen_addrs[0]))
+    async with connected_pair(tmp_path, cfg) as (a, b):
         await hellos_done(a, b)
         gate, running = asyncio.Event(), asyncio.Event()
         order: list[str] = []
@@ -150,10 +152,7 @@ async def test_full_queue_defers_with_retry_after(tmp_path: Path) -> None:
     cfg = NodeConfig()
     cfg.klp.workers = 1
     cfg.klp.queue_capacity = 2
-    a = Node(tmp_path / "a", listen=LOOPBACK)
-    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
-    async with a, b:
-        await a.connect(str(b.host.listen_addrs[0]))
+    async with connected_pair(tmp_path, cfg) as (a, b):
         await hellos_done(a, b)
         gate, running = asyncio.Event(), asyncio.Event()
 
@@ -238,10 +237,7 @@ async def test_busy_workers_drain_the_queue_in_priority_order(tmp_path: Path) ->
     """Idle workers take jobs directly; once all are busy, jobs queue and every one is served."""
     cfg = NodeConfig()
     cfg.klp.workers = 2
-    a = Node(tmp_path / "a", listen=LOOPBACK)
-    b = Node(tmp_path / "b", listen=LOOPBACK, config=cfg)
-    async with a, b:
-        await a.connect(str(b.host.listen_addrs[0]))
+    async with connected_pair(tmp_path, cfg) as (a, b):
         await hellos_done(a, b)
         gate = asyncio.Event()
         started: list[Any] = []
