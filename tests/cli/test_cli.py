@@ -145,6 +145,10 @@ def test_errors_are_one_clear_line(tmp_path: Path, two_nodes: tuple[NodeProcess,
     assert_clean_error(kosmesh(a.home, "connect", f"/ip4/127.0.0.1/tcp/1/p2p/{b.peer_id}"), "cannot reach")
     assert_clean_error(kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", "{oops"), "JSON")
     assert_clean_error(kosmesh(a.home, "task", "send", "klp://", "--data", "1"))
+    # valid JSON the envelope cannot carry (an integer beyond 64 bits)
+    assert_clean_error(
+        kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", str(2**90)), "cannot send"
+    )
     assert_clean_error(kosmesh(tmp_path / "nobody", "status"), "no running node")
     assert_clean_error(kosmesh(tmp_path / "nobody", "peers", "--json"), "no running node")
     assert_clean_error(kosmesh(a.home, "node", "run", "--listen", "/ip4/x/tcp/1"), "multiaddr")

@@ -31,6 +31,7 @@ from kosmesh.klp import (
 )
 from kosmesh.klp import (
     AddressError,
+    EnvelopeError,
     KLPAddress,
     KLPMessage,
     KLPProcessor,
@@ -444,9 +445,9 @@ class Node:
                 conn, type=MessageType.TASK_REQUEST, target=target, data=data, timeout=timeout,
                 priority=priority, ttl=ttl,
             )
-        except TaskError as exc:
-            raise NodeError(f"task to {target} failed: {exc}") from None
-        except ConnectionError as exc:
+        except EnvelopeError as exc:
+            raise NodeError(f"cannot send this task: {exc.detail or exc.reason}") from None
+        except (TaskError, ConnectionError) as exc:
             raise NodeError(f"task to {target} failed: {exc}") from None
 
     async def _dial_known(self, peer: PeerId) -> Connection:
