@@ -146,6 +146,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, two_nodes: tuple[NodeProcess,
     assert_clean_error(kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", "{oops"), "JSON")
     assert_clean_error(kosmesh(a.home, "task", "send", "klp://", "--data", "1"))
     # valid JSON the envelope cannot carry (an integer beyond 64 bits)
+    assert kosmesh(a.home, "connect", b.addrs[0]).returncode == 0
     assert_clean_error(
         kosmesh(a.home, "task", "send", f"klp://{b.peer_id}/agents/echo", "--data", str(2**90)), "cannot send"
     )
