@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.wire import multistream, noise, yamux
@@ -348,8 +348,8 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # any asyncio-compatible loop's stream transport (uvloop's are not asyncio.Transport subclasses)
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.remote_address = (peer[0], peer[1]) if peer else None
