@@ -7,7 +7,10 @@ reply, group-committed), answered with a signed response, and verified by the cl
 
 Metrics: ``rtt`` = sequential task round-trips/s with a 256-byte payload; ``extra``:
 ``tasks_per_s_16_inflight`` (16 concurrent requesters) and its p50/p99 latency;
-``dial`` = time to connect the two nodes. Bulk and streams do not apply (null).
+``bulk`` = MB/s of task payload, sequential 512 KiB tasks to a ``sink`` agent that answers
+with the size it got (the envelope limit is 1 MiB); ``streams`` = signed tasks/s each on a
+new ``/kos/klp/1.0.0`` stream (open, negotiate, one task, close); ``dial`` = time to
+connect the two nodes.
 
 READY line: ``READY <host> <port> <peer id>``.
 """
@@ -18,6 +21,7 @@ import asyncio
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from _common import (
@@ -35,15 +39,37 @@ from _common import (
 )
 
 from kosmesh import Node
+from kosmesh.identity import PeerId
+from kosmesh.klp import (
+    PROTOCOL_ID as KLP_PROTOCOL,
+)
+from kosmesh.klp import (
+    Accepted,
+    FrameReader,
+    KLPAddress,
+    MessageType,
+    build_message,
+    encode_frame,
+    encode_message,
+    parse_response,
+)
+from kosmesh.node.agents import Task
 
 HOST = "127.0.0.1"
 IN_FLIGHT = 16
+BULK_TASK_BYTES = 512 * 1024
+
+
+async def sink_agent(task: Task) -> int:
+    """Answers with how many bytes it received: the bulk metric's server side."""
+    return len(task.data) if isinstance(task.data, bytes) else -1
 
 
 async def serve() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-klp-server-"))
     try:
         async with Node(home, listen=[f"/ip4/{HOST}/tcp/0"]) as node:
+            node.register_agent("sink", sink_agent)
             loop = asyncio.get_running_loop()
             stop = asyncio.Event()
             install_stop_handlers(lambda: loop.call_soon_threadsafe(stop.set))
@@ -108,6 +134,67 @@ async def measure_in_flight(node: Node, target: str, args: ClientArgs, result: R
         result.extra["tasks_16_cpu_us"] = spent / len(latencies) * 1e6
 
 
+async def measure_bulk(node: Node, peer: str, args: ClientArgs, result: Result) -> None:
+    target = f"klp://{peer}/agents/sink"
+    payload = b"b" * BULK_TASK_BYTES
+    await node.send_task(target, payload)  # untimed
+    tasks = 0
+    cpu = CpuMeter()
+    start = now()
+    while now() - start < args.duration:
+        reply = await node.send_task(target, payload)
+        if reply.status != "processed" or reply.result != BULK_TASK_BYTES:
+            raise RuntimeError(f"bad sink reply: {reply.status} {reply.reason} {reply.result}")
+        tasks += 1
+    elapsed = now() - start
+    result.bulk_bytes = tasks * BULK_TASK_BYTES
+    result.bulk_mb_s = result.bulk_bytes / elapsed / 1e6
+    result.extra["bulk_tasks"] = tasks
+    cpu.record(result, "bulk", result.bulk_bytes / 1e6)
+
+
+async def one_task_stream(node: Node, peer_id: PeerId) -> None:
+    """A fresh KLP stream carrying one signed task and its verified answer, then closed."""
+    conn = node.host.connection_to(peer_id)
+    assert conn is not None and node.klp is not None
+    stream = await conn.open_stream(KLP_PROTOCOL)
+    message = build_message(
+        node.identity,
+        type=MessageType.TASK_REQUEST,
+        source=node.address,
+        target=KLPAddress.for_agent(peer_id, "echo"),
+        data="s",
+        timestamp_ms=int(time.time() * 1000),
+    )
+    stream.write(encode_frame(encode_message(message)))
+    reader = FrameReader()
+    frames: list[bytes] = []
+    while not frames:
+        chunk = await stream.read()
+        if not chunk:
+            raise RuntimeError("stream closed before the answer")
+        frames = reader.receive_data(chunk)
+    verdict = node.klp.processor.check(frames[0], time.time())
+    if not isinstance(verdict, Accepted) or parse_response(verdict.message).status != "processed":
+        raise RuntimeError(f"bad answer on a new stream: {verdict}")
+    await stream.close()
+
+
+async def measure_streams(node: Node, peer: str, args: ClientArgs, result: Result) -> None:
+    peer_id = PeerId.from_string(peer)
+    end_warmup = now() + min(args.warmup, 0.5)
+    while now() < end_warmup:
+        await one_task_stream(node, peer_id)
+    count = 0
+    cpu = CpuMeter()
+    start = now()
+    while now() - start < args.duration:
+        await one_task_stream(node, peer_id)
+        count += 1
+    result.streams_per_s = count / (now() - start)
+    cpu.record(result, "streams", count)
+
+
 async def measure_dial(node: Node, target: str, args: ClientArgs, result: Result) -> None:
     times: list[float] = []
     for _ in range(args.dials):
@@ -131,6 +218,8 @@ async def client(args: ClientArgs) -> None:
             steps = {
                 "rtt": lambda: measure_rtt(node, target, args, result),
                 "inflight": lambda: measure_in_flight(node, target, args, result),
+                "bulk": lambda: measure_bulk(node, peer, args, result),
+                "streams": lambda: measure_streams(node, peer, args, result),
                 "dial": lambda: measure_dial(node, addr, args, result),
             }
             wanted = [m for m in args.metrics if m in steps]
@@ -143,7 +232,7 @@ async def client(args: ClientArgs) -> None:
                     result.errors[metric] = describe(exc)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    result.notes.append("bulk and streams do not apply to KLP tasks")
+    result.notes.append("bulk: 512 KiB signed tasks to a sink agent; streams: one signed task per new KLP stream")
     emit(result)
 
 

@@ -521,6 +521,11 @@ class Node:
 
 
 def _json_preview(value: Any, limit: int = 4096) -> str:
+    """A short JSON view of task data for the task log; bytes are summarised, not rendered."""
+    if isinstance(value, bytes | bytearray):
+        return json.dumps(f"<{len(value)} bytes>")
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
     try:
         text = json.dumps(value, default=repr)
     except (TypeError, ValueError):
