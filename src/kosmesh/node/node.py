@@ -227,7 +227,7 @@ class Node:
                 log.info("bootstrap dial %s failed: %s", target, result)
 
     # -- peers and trust -----------------------------------------------------------------
-    def trust_score(self, peer: PeerId) -> float:
+    def trust_score(self, peer: PeerId | str) -> float:
         text = str(peer)
         if text in self._trust:
             return self._trust[text]
@@ -490,10 +490,7 @@ class Node:
         out = []
         for row in await self.storage.peers():
             pid = row["peer_id"]
-            try:
-                score = self.trust_score(PeerId.from_string(pid))
-            except ValueError:
-                continue
+            score = self.trust_score(pid)
             out.append(
                 {
                     "peer_id": pid,

@@ -343,8 +343,6 @@ class Connection(asyncio.Protocol):
         self._ping_sent: dict[int, float] = {}
         self._ping_counter = 0
         self.close_reason: str | None = None
-        self.bytes_received = 0
-        self.bytes_sent = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -358,7 +356,6 @@ class Connection(asyncio.Protocol):
         self._write_raw(self._ms.initiate())
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_received += len(data)
         self.last_received = _monotonic()
         try:
             transport = self._noise
@@ -723,16 +720,13 @@ class Connection(asyncio.Protocol):
 
     def _write_raw(self, data: bytes) -> None:
         if self._transport is not None and data:
-            self.bytes_sent += len(data)
             self._transport.write(data)
 
     def _write_secured(self, data: bytes) -> None:
         transport = self._transport
         secure = self._noise
         if secure is not None and transport is not None and data:
-            out = secure.encrypt(data)
-            self.bytes_sent += len(out)
-            transport.write(out)
+            transport.write(secure.encrypt(data))
 
     def _fail(self, reason: str) -> None:
         if self._phase == "closed":
