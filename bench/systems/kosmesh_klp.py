@@ -223,7 +223,7 @@ async def client(args: ClientArgs) -> None:
                 "dial": lambda: measure_dial(node, addr, args, result),
             }
             wanted = [m for m in args.metrics if m in steps]
-            if "rtt" in wanted:
+            if "rtt" in wanted and "inflight" not in wanted:
                 wanted.insert(wanted.index("rtt") + 1, "inflight")
             for metric in wanted:
                 try:

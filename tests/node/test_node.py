@@ -88,6 +88,57 @@ async def test_crashing_agent_does_not_take_node_down(nodes: tuple[Node, Node]) 
     assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", 1)).status == "processed"
 
 
+async def test_inline_agents_answer_refuse_and_fail_like_async_ones(nodes: tuple[Node, Node]) -> None:
+    """A plain-function agent runs inline; its results, AgentErrors and crashes are answered alike."""
+    a, b = nodes
+
+    def count(task: Task) -> Any:
+        if task.data == "refuse":
+            raise AgentError("not today")
+        if task.data == "crash":
+            raise ZeroDivisionError("bug")
+        return len(task.data)
+
+    b.register_agent("count", count)
+    target = f"klp://{b.peer_id}/agents/count"
+    ok = await a.send_task(target, "four")
+    assert (ok.status, ok.result) == ("processed", 4)
+    refused = await a.send_task(target, "refuse")
+    assert (refused.status, refused.reason) == ("rejected", "not today")
+    crashed = await a.send_task(target, "crash")
+    assert (crashed.status, crashed.reason) == ("rejected", "agent_error")
+    rows = await b.storage.query("SELECT task_id, status FROM tasks WHERE agent='count' ORDER BY seq")
+    assert [(r["task_id"], r["status"]) for r in rows] == [
+        (ok.message_id, "processed"), (refused.message_id, "rejected"), (crashed.message_id, "rejected")
+    ]
+
+
+async def test_slow_async_agent_times_out(tmp_path: Path) -> None:
+    cfg = NodeConfig()
+    cfg.klp.task_timeout_s = 0.2
+    async with connected_pair(tmp_path, cfg) as (a, b):
+        never = asyncio.Event()
+
+        async def stuck(task: Task) -> Any:
+            await never.wait()
+
+        b.register_agent("stuck", stuck)
+        reply = await a.send_task(f"klp://{b.peer_id}/agents/stuck", None, timeout=10)
+        assert (reply.status, reply.reason) == ("rejected", "agent_timeout")
+        assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", 1)).status == "processed"
+
+
+async def test_a_task_that_cannot_be_recorded_is_not_acknowledged(nodes: tuple[Node, Node]) -> None:
+    """The answer is the acknowledgement: if the task's record cannot be committed, no 'processed'."""
+    a, b = nodes
+    assert b.storage._db is not None
+    b.storage._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON tasks BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    reply = await a.send_task(f"klp://{b.peer_id}/agents/echo", "lost?")
+    assert (reply.status, reply.reason) == ("rejected", "internal_error")
+    b.storage._db.execute("DROP TRIGGER refuse")
+    assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", "kept")).status == "processed"
+
+
 async def test_insufficient_trust_end_to_end(tmp_path: Path) -> None:
     cfg = NodeConfig()
     cfg.trust.default_score = 2.0

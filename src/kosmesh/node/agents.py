@@ -1,7 +1,10 @@
-"""Agents hosted by a node: an async handler under a name, with declared capabilities.
+"""Agents hosted by a node: a handler under a name, with declared capabilities.
 
-This is the minimal registry the foundation needs; the full agent SDK (negotiation,
-migration, capability routing) builds on it later.
+A handler is an ``async def`` (it runs as its own asyncio task, under the node's task
+timeout) or a plain function (it runs inline as the request is read, with no task to
+schedule: for quick, non-blocking work such as the built-in ``echo``). This is the minimal
+registry the foundation needs; the full agent SDK (negotiation, migration, capability
+routing) builds on it later.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ class Task:
     correlation_id: str | None = None
 
 
-AgentHandler = Callable[[Task], Awaitable[Any]]
+# An async handler, or a plain function that must not block (it runs on the event loop inline).
+AgentHandler = Callable[[Task], Awaitable[Any]] | Callable[[Task], Any]
 
 
 class AgentError(Exception):
@@ -44,8 +48,8 @@ class AgentSpec:
     description: str = ""
 
 
-async def echo_agent(task: Task) -> Any:
-    """Built-in: answers with the data it was sent."""
+def echo_agent(task: Task) -> Any:
+    """Built-in: answers with the data it was sent (inline: there is nothing to wait for)."""
     return task.data
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +48,12 @@ log = logging.getLogger(__name__)
 STREAM_IDLE_TIMEOUT = 300.0
 MAX_IN_FLIGHT_PER_STREAM = 256
 
-Dispatcher = Callable[[KLPMessage], Awaitable[ProcessingResult]]
+# What dispatching a request gives: a result at once (inline agents, refusals) or one to await.
+Outcome = ProcessingResult | Awaitable[ProcessingResult]
+Dispatcher = Callable[[KLPMessage], Outcome]
+# Keeps a request's outcome (message, result, received at) and calls back once it is durable:
+# with None, or with the error that kept it from being stored.
+Recorder = Callable[[KLPMessage, ProcessingResult, float, Callable[[BaseException | None], None]], None]
 
 
 class TaskError(Exception):
@@ -67,11 +74,17 @@ class TaskReply:
 
 
 class _Job:
-    __slots__ = ("message", "stream")
+    __slots__ = ("message", "received_at", "stream")
 
-    def __init__(self, message: KLPMessage, stream: Stream) -> None:
+    def __init__(self, message: KLPMessage, stream: Stream, received_at: float) -> None:
         self.message = message
         self.stream = stream
+        self.received_at = received_at
+
+
+def _close_unstarted(coro: types.CoroutineType[Any, Any, Any]) -> None:
+    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
 
 
 class KLPService:
@@ -83,6 +96,7 @@ class KLPService:
         identity: Ed25519PrivateKey,
         processor: KLPProcessor,
         dispatch: Dispatcher,
+        record: Recorder | None = None,
         workers: int,
         queue_capacity: int,
         default_ttl: int,
@@ -93,6 +107,7 @@ class KLPService:
         self.address = KLPAddress.for_node(self.peer_id)
         self.processor = processor
         self._dispatch = dispatch
+        self._record = record
         self._queue: PriorityQueue[_Job] = PriorityQueue(queue_capacity)
         self._max_workers = workers
         self._busy = 0  # workers running; each drains the queue before it exits
@@ -154,7 +169,8 @@ class KLPService:
 
     def _receive(self, raw: bytes, stream: Stream) -> None:
         self.stats["received"] += 1
-        verdict = self.processor.check(raw, time.time())
+        now = time.time()
+        verdict = self.processor.check(raw, now)
         if not isinstance(verdict, Accepted):
             self.stats["rejected"] += 1
             self._note("in", verdict.message, "rejected", verdict.reason)
@@ -165,9 +181,11 @@ class KLPService:
         if message.type == MessageType.TASK_RESPONSE:
             self._note("in", message, "rejected", "unexpected_response")
             return
-        job = _Job(message, stream)
+        job = _Job(message, stream, now)
         if self._busy < self._max_workers and not self._queue:
-            self._start_worker(job)  # idle capacity: no queueing, no hand-off
+            outcome = self._start(job)  # idle capacity: no queueing, no hand-off
+            if outcome is not None:
+                self._start_worker(job, outcome)
             return
         # every worker is busy: the queue orders the backlog (CRITICAL first) and bounds it
         pushed = self._queue.push(job, int(message.metadata.priority))
@@ -182,27 +200,65 @@ class KLPService:
                 evicted.stream, evicted.message, ProcessingResult("deferred", retry_after=pushed.retry_after)
             )
 
-    def _start_worker(self, job: _Job) -> None:
+    def _start(self, job: _Job) -> Awaitable[ProcessingResult] | None:
+        """Dispatch ``job``: finish it now if its result is ready, else return what to await."""
+        try:
+            outcome = self._dispatch(job.message)
+        except Exception:
+            log.exception("dispatch of %s failed", job.message.metadata.message_id)
+            outcome = ProcessingResult("rejected", reason="internal_error")
+        if isinstance(outcome, ProcessingResult):
+            self._finish(job, outcome)
+            return None
+        return outcome
+
+    def _start_worker(self, job: _Job, outcome: Awaitable[ProcessingResult]) -> None:
         self._busy += 1
-        worker = asyncio.get_running_loop().create_task(self._worker(job))
+        worker = asyncio.get_running_loop().create_task(self._worker(job, outcome))
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
+        if isinstance(outcome, types.CoroutineType):
+            # a worker cancelled before its first step (shutdown) never awaits its coroutine
+            worker.add_done_callback(lambda _w: _close_unstarted(outcome))
 
-    async def _worker(self, job: _Job | None) -> None:
-        """Run ``job``, then queued jobs by priority until the queue is empty."""
+    async def _worker(self, job: _Job, outcome: Awaitable[ProcessingResult]) -> None:
+        """Await ``job``'s outcome, then run queued jobs by priority until the queue is empty."""
         try:
-            while job is not None:
+            while True:
                 try:
-                    result = await self._dispatch(job.message)
+                    result = await outcome
                 except Exception:
                     log.exception("dispatch of %s failed", job.message.metadata.message_id)
                     result = ProcessingResult("rejected", reason="internal_error")
-                self.stats["processed" if result.status == "processed" else result.status] += 1
-                self._note("in", job.message, result.status, result.reason)
-                self._respond(job.stream, job.message, result)
-                job = self._queue.pop()
+                self._finish(job, result)
+                while True:  # queued jobs with a ready result finish here without a new await
+                    next_job = self._queue.pop()
+                    if next_job is None:
+                        return
+                    next_outcome = self._start(next_job)
+                    if next_outcome is not None:
+                        job, outcome = next_job, next_outcome
+                        break
         finally:
             self._busy -= 1  # at once, not in a done callback: a job queued now needs a new worker
+
+    def _finish(self, job: _Job, result: ProcessingResult) -> None:
+        """Count and log ``result``, keep it, and answer once it is kept."""
+        self.stats["processed" if result.status == "processed" else result.status] += 1
+        message, stream = job.message, job.stream
+        self._note("in", message, result.status, result.reason)
+        if self._record is None:
+            self._respond(stream, message, result)
+            return
+
+        def kept(error: BaseException | None) -> None:
+            if error is not None:
+                log.error("could not record %s: %s", message.metadata.message_id, error)
+                self._respond(stream, message, ProcessingResult("rejected", reason="internal_error"))
+            else:
+                self._respond(stream, message, result)
+
+        self._record(message, result, job.received_at, kept)
 
     def _respond(self, stream: Stream, request: KLPMessage, result: ProcessingResult) -> None:
         if stream.is_reset or stream.connection.closed:

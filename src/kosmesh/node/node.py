@@ -18,7 +18,9 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from kosmesh.klp import (
 )
 from kosmesh.node.agents import AgentError, AgentHandler, AgentRegistry, Task, echo_agent
 from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_config, write_config
-from kosmesh.node.klp_service import KLPService, TaskError, TaskReply
+from kosmesh.node.klp_service import KLPService, Outcome, TaskError, TaskReply
 from kosmesh.node.storage import Storage
 from kosmesh.wire.connection import Connection
 from kosmesh.wire.host import DialError, Host, PeerInfo
@@ -162,7 +164,10 @@ class Node:
         self._unlock_home()
 
     async def _start(self) -> None:
-        await self.storage.open()
+        try:
+            await self.storage.open()
+        except sqlite3.Error as exc:
+            raise NodeError(f"cannot open {self.storage.path}: {exc}") from None
         for row in await self.storage.trusted_agents():
             self._trust[row["authority"]] = max(self._trust.get(row["authority"], 0.0), row["level"])
         cfg = self.config.klp
@@ -177,6 +182,7 @@ class Node:
             identity=self.identity,
             processor=processor,
             dispatch=self._dispatch,
+            record=self._record,
             workers=cfg.workers,
             queue_capacity=cfg.queue_capacity,
             default_ttl=cfg.default_ttl,
@@ -332,18 +338,22 @@ class Node:
         }
 
     # -- KLP dispatch --------------------------------------------------------------------
-    async def _dispatch(self, message: KLPMessage) -> ProcessingResult:
+    def _dispatch(self, message: KLPMessage) -> Outcome:
+        """A result now (inline agents, refusals) or an awaitable one (async agents, discovery)."""
         if message.type == MessageType.TASK_REQUEST:
-            return await self._run_task(message)
+            return self._start_task(message)
         if message.type == MessageType.PEER_DISCOVERY:
-            data = message.payload.data
-            peer = message.source.authority_peer_id()
-            if isinstance(data, dict) and peer is not None:
-                await self._store_record(peer, data)
-            return ProcessingResult("processed", data=self.node_record())
+            return self._answer_discovery(message)
         return ProcessingResult("rejected", reason="unsupported_message_type")
 
-    async def _run_task(self, message: KLPMessage) -> ProcessingResult:
+    async def _answer_discovery(self, message: KLPMessage) -> ProcessingResult:
+        data = message.payload.data
+        peer = message.source.authority_peer_id()
+        if isinstance(data, dict) and peer is not None:
+            await self._store_record(peer, data)
+        return ProcessingResult("processed", data=self.node_record())
+
+    def _start_task(self, message: KLPMessage) -> Outcome:
         name = message.target.agent_name()
         spec = self.agents.get(name) if name is not None else None
         if spec is None:
@@ -357,35 +367,54 @@ class Node:
             priority=meta.priority,
             correlation_id=meta.correlation_id,
         )
-        received = time.time()
+        try:
+            output = spec.handler(task)
+        except Exception as exc:
+            return self._agent_failure(spec.name, meta.message_id, exc)
+        if hasattr(type(output), "__await__"):
+            return self._await_agent(spec.name, meta.message_id, output)
+        return ProcessingResult("processed", data=output)
+
+    async def _await_agent(self, agent: str, task_id: str, output: Awaitable[Any]) -> ProcessingResult:
         try:
             async with asyncio.timeout(self.config.klp.task_timeout_s):
-                output = await spec.handler(task)
-            result = ProcessingResult("processed", data=output)
-        except AgentError as exc:
-            result = ProcessingResult("rejected", reason=exc.reason[:200])
+                return ProcessingResult("processed", data=await output)
         except TimeoutError:
-            result = ProcessingResult("rejected", reason="agent_timeout")
-        except Exception:
-            log.exception("agent %s failed on task %s", spec.name, meta.message_id)
-            result = ProcessingResult("rejected", reason="agent_error")
-        # the response is the acknowledgement: the task record is committed before it goes out
-        await self.storage.write(
-            "INSERT OR REPLACE INTO tasks(task_id, agent, source, status, reason, request, result, "
-            "received_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            return ProcessingResult("rejected", reason="agent_timeout")
+        except Exception as exc:
+            return self._agent_failure(agent, task_id, exc)
+
+    @staticmethod
+    def _agent_failure(agent: str, task_id: str, exc: Exception) -> ProcessingResult:
+        if isinstance(exc, AgentError):
+            return ProcessingResult("rejected", reason=exc.reason[:200])
+        log.error("agent %s failed on task %s", agent, task_id, exc_info=exc)
+        return ProcessingResult("rejected", reason="agent_error")
+
+    def _record(
+        self, message: KLPMessage, result: ProcessingResult, received_at: float, then: Callable[[Any], None]
+    ) -> None:
+        """Commit the task's record, then let its answer go: the answer is the acknowledgement."""
+        name = message.target.agent_name() if message.type == MessageType.TASK_REQUEST else None
+        if name is None or result.reason == "no_eligible_agents":
+            then(None)  # nothing was run, nothing to keep
+            return
+        self.storage.write_then(
+            "INSERT INTO tasks(task_id, agent, source, status, reason, request, result, received_at, completed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                meta.message_id,
-                spec.name,
+                message.metadata.message_id,
+                name,
                 str(message.source),
                 result.status,
                 result.reason,
                 _json_preview(message.payload.data),
                 _json_preview(result.data),
-                received,
+                received_at,
                 time.time(),
             ),
+            then,
         )
-        return result
 
     def _log_message(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
         if message is None or (status == "processed" and message.type == MessageType.TASK_REQUEST):
