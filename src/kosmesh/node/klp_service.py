@@ -82,6 +82,11 @@ class _Job:
         self.received_at = received_at
 
 
+def _expire(fut: asyncio.Future[KLPMessage], timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(TaskError(f"no response within {timeout:g}s"))
+
+
 def _close_unstarted(coro: types.CoroutineType[Any, Any, Any]) -> None:
     if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
         coro.close()
@@ -115,6 +120,7 @@ class KLPService:
         self._default_ttl = default_ttl
         self._on_message = on_message
         self._channels: dict[str, _Channel] = {}
+        self._outbox: dict[Stream, list[bytes]] = {}
         self.stats = {"received": 0, "rejected": 0, "deferred": 0, "processed": 0, "sent": 0}
 
     # -- inbound ----------------------------------------------------------------------
@@ -254,20 +260,46 @@ class KLPService:
         def kept(error: BaseException | None) -> None:
             if error is not None:
                 log.error("could not record %s: %s", message.metadata.message_id, error)
-                self._respond(stream, message, ProcessingResult("rejected", reason="internal_error"))
+                self._answer_later(stream, message, ProcessingResult("rejected", reason="internal_error"))
             else:
-                self._respond(stream, message, result)
+                self._answer_later(stream, message, result)
 
         self._record(message, result, job.received_at, kept)
+
+    def _answer_later(self, stream: Stream, request: KLPMessage, result: ProcessingResult) -> None:
+        """Queue an answer; :meth:`flush_answers` writes each stream's queue as one write.
+
+        Answers recorded by one commit go out together: one frame, one encryption and one
+        system call per stream instead of one each (the node calls flush_answers after every
+        commit; a scheduled call catches answers kept any other way).
+        """
+        if stream.is_reset or stream.connection.closed:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self.flush_answers)
+        frames = self._outbox.get(stream)
+        if frames is None:
+            self._outbox[stream] = frames = []
+        frames.append(self._answer_frame(request, result))
+
+    def flush_answers(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for stream, frames in outbox.items():
+            if not stream.is_reset and not stream.connection.closed:
+                with contextlib.suppress(ConnectionError):
+                    stream.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _respond(self, stream: Stream, request: KLPMessage, result: ProcessingResult) -> None:
         if stream.is_reset or stream.connection.closed:
             return
+        with contextlib.suppress(ConnectionError):
+            stream.write(self._answer_frame(request, result))
+
+    def _answer_frame(self, request: KLPMessage, result: ProcessingResult) -> bytes:
         response = make_response(
             self.identity, request, result, source=self.address, timestamp_ms=int(time.time() * 1000)
         )
-        with contextlib.suppress(ConnectionError):
-            stream.write(encode_frame(encode_message(response)))
+        return encode_frame(encode_message(response))
 
     def _note(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
         if self._on_message is not None:
@@ -366,18 +398,19 @@ class _Channel:
             raise TaskError("too many requests in flight to this peer")
         if self._closed:
             raise TaskError("the KLP stream to this peer is closed")
-        fut: asyncio.Future[KLPMessage] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[KLPMessage] = loop.create_future()
         message_id = message.metadata.message_id
         self._waiting[message_id] = fut
+        # A bare timer, not asyncio.timeout(): on this per-request path it costs a third as much.
+        timer = loop.call_later(timeout, _expire, fut, timeout)
         try:
             self.stream.write(encode_frame(encode_message(message)))
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            raise TaskError(f"no response within {timeout:g}s") from None
+            return await fut
         except ConnectionError as exc:
             raise TaskError(f"connection lost: {exc}") from None
         finally:
+            timer.cancel()
             self._waiting.pop(message_id, None)
 
     def _on_data(self, chunk: bytes) -> None:

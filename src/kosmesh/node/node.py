@@ -188,6 +188,7 @@ class Node:
             default_ttl=cfg.default_ttl,
             on_message=self._log_message,
         )
+        self.storage.after_commit.append(self.klp.flush_answers)  # answers kept by one commit leave together
         self.host.set_stream_handler(KLP_PROTOCOL, self.klp.handle_stream)
         self.host.on_connected.append(self._on_connected)
         self.host.on_disconnected.append(self._on_disconnected)

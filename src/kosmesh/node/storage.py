@@ -143,6 +143,7 @@ class Storage:
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[str, Params, Acknowledge | None]] = []
         self._flush_scheduled = False
+        self.after_commit: list[Callable[[], None]] = []  # run after each group commit's callbacks
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kosmesh-db")
         self._checkpointer: asyncio.Task[None] | None = None
 
@@ -236,6 +237,11 @@ class Storage:
                 else:
                     ack.set_exception(error)
                     ack.exception()  # fire-and-forget writers may never look
+        for hook in self.after_commit:
+            try:
+                hook()
+            except Exception:
+                log.exception("an after-commit hook failed")
 
     def _commit_batch(self, batch: list[tuple[str, Params, Acknowledge | None]]) -> None:
         db = self._db
