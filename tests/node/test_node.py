@@ -139,6 +139,17 @@ async def test_a_task_that_cannot_be_recorded_is_not_acknowledged(nodes: tuple[N
     assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", "kept")).status == "processed"
 
 
+async def test_many_tasks_in_flight_each_get_their_own_answer(nodes: tuple[Node, Node]) -> None:
+    """Answers kept by one commit share a write; each still reaches its own caller."""
+    a, b = nodes
+    target = f"klp://{b.peer_id}/agents/echo"
+    replies = await asyncio.gather(*(a.send_task(target, {"i": i}) for i in range(64)))
+    assert [r.result for r in replies] == [{"i": i} for i in range(64)]
+    assert all(r.status == "processed" for r in replies)
+    rows = await b.storage.query("SELECT count(*) AS n FROM tasks WHERE agent='echo'")
+    assert rows[0]["n"] == 64
+
+
 async def test_insufficient_trust_end_to_end(tmp_path: Path) -> None:
     cfg = NodeConfig()
     cfg.trust.default_score = 2.0
