@@ -95,6 +95,7 @@ class SystemSpec:
 
 
 KNOWN_SYSTEMS: list[SystemSpec] = [
+    SystemSpec("tcp", SYSTEMS_DIR / "tcp_echo.py", None, description="asyncio plaintext TCP echo (floor: no security)"),
     SystemSpec("tls", SYSTEMS_DIR / "tls_echo.py", None, description="asyncio TLS 1.3 echo (ceiling)"),
     SystemSpec("kosmesh-wire", SYSTEMS_DIR / "kosmesh_wire.py", None, description="kosmesh TCP+Noise+yamux"),
     SystemSpec("kosmesh-klp", SYSTEMS_DIR / "kosmesh_klp.py", None, description="kosmesh signed KLP"),
