@@ -13,19 +13,15 @@ from __future__ import annotations
 import asyncio
 
 from _common import (
-    RTT_PAYLOAD,
     ClientArgs,
-    CpuMeter,
     Result,
     announce_ready,
     describe,
     emit,
     install_stop_handlers,
-    median,
-    now,
     parse_cli,
 )
-from tls_echo import HOST, _ClientProtocol, _ServerProtocol
+from tls_echo import HOST, _measure_rtt, _ServerProtocol
 
 
 async def _serve() -> None:
@@ -38,37 +34,12 @@ async def _serve() -> None:
         await stop.wait()
 
 
-async def _measure_rtt(args: ClientArgs, result: Result) -> None:
-    _, proto = await asyncio.get_running_loop().create_connection(_ClientProtocol, args.host, args.port)
-    payload = b"r" * RTT_PAYLOAD
-    try:
-        end_warmup = now() + args.warmup
-        while now() < end_warmup:
-            proto.write(payload)
-            await proto.read_exactly(RTT_PAYLOAD)
-        samples: list[float] = []
-        cpu = CpuMeter()
-        start = t = now()
-        while t < start + args.duration:
-            proto.write(payload)
-            await proto.read_exactly(RTT_PAYLOAD)
-            t2 = now()
-            samples.append(t2 - t)
-            t = t2
-        cpu.record(result, "rtt", len(samples))
-        result.rtt_per_s = len(samples) / (t - start)
-        p50 = median(samples)
-        result.rtt_p50_us = None if p50 is None else p50 * 1e6
-    finally:
-        proto.close()
-
-
 async def _client(args: ClientArgs) -> Result:
     result = Result(system="tcp")
     result.notes.append("plaintext TCP, asyncio.Protocol: a floor for comparison, not a candidate")
     if "rtt" in args.metrics:
         try:
-            await asyncio.wait_for(_measure_rtt(args, result), timeout=max(30.0, args.duration * 10))
+            await asyncio.wait_for(_measure_rtt(args, None, result), timeout=max(30.0, args.duration * 10))
         except Exception as exc:
             result.errors["rtt"] = describe(exc)
     return result

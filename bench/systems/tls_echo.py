@@ -237,13 +237,15 @@ class _ClientProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def _connect(args: ClientArgs, ctx: ssl.SSLContext) -> _ClientProtocol:
+async def _connect(args: ClientArgs, ctx: ssl.SSLContext | None) -> _ClientProtocol:
+    """A connected client protocol: TLS with ``ctx``, plaintext TCP without (``tcp_echo.py``)."""
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(_ClientProtocol, args.host, args.port, ssl=ctx, server_hostname=SERVER_NAME)
+    hostname = SERVER_NAME if ctx is not None else None
+    _, proto = await loop.create_connection(_ClientProtocol, args.host, args.port, ssl=ctx, server_hostname=hostname)
     return proto
 
 
-async def _measure_rtt(args: ClientArgs, ctx: ssl.SSLContext, result: Result) -> None:
+async def _measure_rtt(args: ClientArgs, ctx: ssl.SSLContext | None, result: Result) -> None:
     proto = await _connect(args, ctx)
     payload = b"r" * RTT_PAYLOAD
     try:

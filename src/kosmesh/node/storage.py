@@ -24,7 +24,23 @@ Acknowledge = asyncio.Future[None] | Callable[[BaseException | None], None]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
+# Tasks are an append-only journal in arrival order (see MIGRATIONS[1]).
+TASKS_TABLE = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    request TEXT NOT NULL,
+    result TEXT,
+    received_at REAL NOT NULL,
+    completed_at REAL
+);
+"""
+
+SCHEMA = TASKS_TABLE + """
 CREATE TABLE IF NOT EXISTS peers (
     peer_id TEXT PRIMARY KEY,
     addrs TEXT NOT NULL DEFAULT '[]',
@@ -55,18 +71,6 @@ CREATE TABLE IF NOT EXISTS messages (
     logged_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(logged_at);
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    source TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    request TEXT NOT NULL,
-    result TEXT,
-    received_at REAL NOT NULL,
-    completed_at REAL
-);
 CREATE TABLE IF NOT EXISTS trusted_agents (
     address TEXT PRIMARY KEY,
     authority TEXT NOT NULL,
@@ -80,20 +84,9 @@ SCHEMA_VERSION = 1
 # B-tree page, ~3x the cost of appending (measured 16-21 us vs 4-11 us per row). Tasks are now an
 # append-only journal in arrival order; a lookup by id scans, which only the operator does.
 MIGRATIONS: dict[int, str] = {
-    1: """
-    ALTER TABLE tasks RENAME TO tasks_v0;
-    CREATE TABLE tasks (
-        seq INTEGER PRIMARY KEY,
-        task_id TEXT NOT NULL,
-        agent TEXT NOT NULL,
-        source TEXT NOT NULL,
-        status TEXT NOT NULL,
-        reason TEXT,
-        request TEXT NOT NULL,
-        result TEXT,
-        received_at REAL NOT NULL,
-        completed_at REAL
-    );
+    1: "ALTER TABLE tasks RENAME TO tasks_v0;"
+    + TASKS_TABLE
+    + """
     INSERT INTO tasks(task_id, agent, source, status, reason, request, result, received_at, completed_at)
         SELECT task_id, agent, source, status, reason, request, result, received_at, completed_at
         FROM tasks_v0 ORDER BY received_at;
