@@ -100,6 +100,12 @@ KNOWN_SYSTEMS: list[SystemSpec] = [
     SystemSpec("kosmesh-wire", SYSTEMS_DIR / "kosmesh_wire.py", None, description="kosmesh TCP+Noise+yamux"),
     SystemSpec("kosmesh-klp", SYSTEMS_DIR / "kosmesh_klp.py", None, description="kosmesh signed KLP"),
     SystemSpec(
+        "klp-floor",
+        SYSTEMS_DIR / "klp_floor.py",
+        None,
+        description="least work per signed task: AEAD, CBOR, Ed25519, SQLite commit (floor under kosmesh-klp)",
+    ),
+    SystemSpec(
         "py-libp2p",
         SYSTEMS_DIR / "py_libp2p.py",
         ROOT / ".venv-libp2p",
@@ -529,6 +535,7 @@ def render(outcomes: dict[str, SystemOutcome], console: Console) -> None:
             "compared with new streams/s of the others."
         )
 
+    render_in_flight(outcomes, console)
     for reference, label in REFERENCES:
         rows = ratios(outcomes, reference)
         if not rows or len(rows) < 2:
@@ -541,6 +548,39 @@ def render(outcomes: dict[str, SystemOutcome], console: Console) -> None:
             rt.add_row(name, *[f"{row[k]:.2f}x" if row[k] is not None else "—" for k, _, _ in RATIO_METRICS])
         console.print(rt)
     console.print("  ↑ higher is better, ↓ lower is better; a ratio is system ÷ reference for every column.")
+
+
+IN_FLIGHT_KEYS = [
+    ("tasks_per_s_16_inflight", "tasks/s ↑"),
+    ("tasks_16_p50_ms", "p50 ms ↓"),
+    ("tasks_16_p99_ms", "p99 ms ↓"),
+    ("tasks_16_cpu_us", "CPU µs/task ↓"),
+]
+IN_FLIGHT_FLOOR = "klp-floor"
+
+
+def render_in_flight(outcomes: dict[str, SystemOutcome], console: Console) -> None:
+    """Signed tasks with 16 in flight, each system against the floor (the least work per task)."""
+    rows = [(n, o.merged().get("extra") or {}) for n, o in outcomes.items() if o.ok]
+    rows = [(n, extra) for n, extra in rows if _is_number(extra.get("tasks_per_s_16_inflight"))]
+    if not rows:
+        return
+    floor = next((extra for n, extra in rows if n == IN_FLIGHT_FLOOR), None)
+    table = Table(title="Signed tasks, 16 in flight")
+    table.add_column("system", style="bold", no_wrap=True)
+    for _key, title in IN_FLIGHT_KEYS:
+        table.add_column(title, justify="right")
+    table.add_column(f"rate ÷ {IN_FLIGHT_FLOOR}", justify="right")
+    base = floor.get("tasks_per_s_16_inflight") if floor else None
+    for name, extra in rows:
+        cells = []
+        for key, _ in IN_FLIGHT_KEYS:
+            value = extra.get(key)
+            cells.append(f"{value:,.2f}" if key.endswith("_ms") and _is_number(value) else _fmt(value, key))
+        rate = extra["tasks_per_s_16_inflight"]
+        cells.append(f"{rate / base:.2f}x" if _is_number(base) and base else "—")
+        table.add_row(name, *cells)
+    console.print(table)
 
 
 def write_json(path: Path, outcomes: dict[str, SystemOutcome], settings: Settings, meta: dict[str, Any]) -> None:
