@@ -95,7 +95,7 @@ class ClientArgs:
 
 
 ALL_METRICS = ["rtt", "bulk", "streams", "dial"]
-EXTRA_METRICS = ["inflight"]  # kosmesh-klp only: the 16-in-flight task rate without the sequential one
+EXTRA_METRICS = ["inflight"]  # kosmesh-klp and klp-floor: the 16-in-flight task rate alone
 
 
 def parse_cli(argv: list[str] | None = None) -> tuple[str, ClientArgs | None]:
