@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JS_STAMP := interop/js/node_modules/.installed
+RIG_STAMP := $(VENV)/.rig-deps
+RIG_APT := iproute2 nftables iptables libnetfilter-queue-dev
 
-.PHONY: install demo test test-fast lint bench interop-deps clean
+.PHONY: install demo test test-fast lint bench interop-deps rig-deps clean
 
 install: $(STAMP)
 
@@ -24,10 +26,21 @@ $(JS_STAMP): interop/js/package.json interop/js/package-lock.json
 	npm ci --prefix interop/js --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The multi-host rig (tests/rig): namespaces, nftables/iptables faults, the NFQUEUE delayer.
+# Best effort: without root or apt the rig's tests skip and say why.
+rig-deps: $(RIG_STAMP)
+
+$(RIG_STAMP): $(STAMP)
+	-@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  dpkg -s $(RIG_APT) >/dev/null 2>&1 || apt-get install -y -qq $(RIG_APT) >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq $(RIG_APT)); \
+	fi
+	-$(BIN)/pip install -q --disable-pip-version-check netfilterqueue==1.1.0 && touch $@
+
 demo: install
 	$(BIN)/kosmesh demo
 
-test: install interop-deps
+test: install interop-deps rig-deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -29,8 +29,10 @@ class NodeProcess:
         listen: list[str] | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.home = home
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME] to run inside a namespace
         self.env = env or {}
         self.listen = listen or ["/ip4/127.0.0.1/tcp/0"]
         self.extra_args = extra_args or []
@@ -41,7 +43,7 @@ class NodeProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
-        cmd = [sys.executable, "-m", "kosmesh", "--home", str(self.home), "node", "run"]
+        cmd = [*self.prefix, sys.executable, "-m", "kosmesh", "--home", str(self.home), "node", "run"]
         for addr in self.listen:
             cmd += ["--listen", addr]
         cmd += self.extra_args
