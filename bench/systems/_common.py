@@ -209,6 +209,18 @@ class CpuMeter:
             result.cpu_us[key] = spent / operations * 1e6
 
 
+def record_in_flight(result: Result, latencies: list[float], elapsed: float, failures: int, cpu: CpuMeter) -> None:
+    """Store the 16-in-flight metric (rate, p50/p99 latency, failures, CPU per task) in ``result.extra``."""
+    result.extra["tasks_per_s_16_inflight"] = len(latencies) / elapsed
+    result.extra["tasks_16_p50_ms"] = statistics.median(latencies) * 1000 if latencies else None
+    if len(latencies) >= 100:
+        result.extra["tasks_16_p99_ms"] = statistics.quantiles(latencies, n=100)[98] * 1000
+    result.extra["tasks_16_not_processed"] = failures
+    spent = cpu.seconds()
+    if spent is not None and latencies:
+        result.extra["tasks_16_cpu_us"] = spent / len(latencies) * 1e6
+
+
 def encode_len(n: int) -> bytes:
     return n.to_bytes(LEN_BYTES, "big")
 

@@ -26,7 +26,6 @@ import asyncio
 import os
 import shutil
 import sqlite3
-import statistics
 import struct
 import tempfile
 import time
@@ -45,6 +44,7 @@ from _common import (
     install_stop_handlers,
     now,
     parse_cli,
+    record_in_flight,
 )
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.signing import SigningKey, VerifyKey
@@ -218,8 +218,9 @@ async def measure_in_flight(args: ClientArgs, result: Result) -> None:
     payload = "r" * RTT_PAYLOAD
     started: dict[bytes, float] = {}
     latencies: list[float] = []
-    state = {"timing": False, "deadline": now() + args.warmup, "failures": 0}
-    done = loop.create_future()
+    failures = 0
+    deadline = 0.0
+    done: asyncio.Future[None] = loop.create_future()
 
     def send_one(channel: Channel) -> None:
         message_id = os.urandom(16)
@@ -227,41 +228,37 @@ async def measure_in_flight(args: ClientArgs, result: Result) -> None:
         channel.send(sign_envelope(key, me, target, "task_request", payload, message_id, None))
 
     def on_answer(channel: Channel, raw: bytes) -> None:
+        nonlocal failures
         answer = open_envelope(channel.peer_key, raw)
         began = started.pop(field(answer, "metadata", "correlation_id"))  # type: ignore[arg-type]
         reply = field(answer, "payload", "data")
         if isinstance(reply, dict) and reply.get("status") == "processed" and reply.get("data") == payload:
-            if state["timing"]:
-                latencies.append(now() - began)
+            latencies.append(now() - began)
         else:
-            state["failures"] += 1  # type: ignore[operator]
-        if now() < state["deadline"]:  # type: ignore[operator]
+            failures += 1
+        if now() < deadline:
             send_one(channel)
         elif not started and not done.done():
             done.set_result(None)
 
+    async def run_for(channel: Channel, seconds: float) -> None:
+        """Keep IN_FLIGHT requests outstanding for ``seconds``, then let the last ones land."""
+        nonlocal deadline, done
+        deadline, done = now() + seconds, loop.create_future()
+        for _ in range(IN_FLIGHT):
+            send_one(channel)
+        await done
+
     _, channel = await loop.create_connection(lambda: Channel(bytes(key.verify_key), on_answer), args.host, args.port)
-    for _ in range(IN_FLIGHT):
-        send_one(channel)
-    await done  # warm-up
-    done = loop.create_future()
+    await run_for(channel, args.warmup)
+    latencies.clear()
     cpu = CpuMeter()
     start = now()
-    state.update(timing=True, deadline=start + args.duration)
-    for _ in range(IN_FLIGHT):
-        send_one(channel)
-    await done
+    await run_for(channel, args.duration)
     elapsed = now() - start
     assert channel.transport is not None
     channel.transport.close()
-    result.extra["tasks_per_s_16_inflight"] = len(latencies) / elapsed
-    result.extra["tasks_16_p50_ms"] = statistics.median(latencies) * 1000 if latencies else None
-    if len(latencies) >= 100:
-        result.extra["tasks_16_p99_ms"] = statistics.quantiles(latencies, n=100)[98] * 1000
-    result.extra["tasks_16_not_processed"] = state["failures"]
-    spent = cpu.seconds()
-    if spent is not None and latencies:
-        result.extra["tasks_16_cpu_us"] = spent / len(latencies) * 1e6
+    record_in_flight(result, latencies, elapsed, failures, cpu)
 
 
 async def client(args: ClientArgs) -> Result:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from _common import (
     median,
     now,
     parse_cli,
+    record_in_flight,
 )
 
 from kosmesh import Node
@@ -124,14 +124,7 @@ async def measure_in_flight(node: Node, target: str, args: ClientArgs, result: R
     deadline = start + args.duration
     await asyncio.gather(*(requester() for _ in range(IN_FLIGHT)))
     elapsed = now() - start
-    result.extra["tasks_per_s_16_inflight"] = len(latencies) / elapsed
-    result.extra["tasks_16_p50_ms"] = statistics.median(latencies) * 1000 if latencies else None
-    if len(latencies) >= 100:
-        result.extra["tasks_16_p99_ms"] = statistics.quantiles(latencies, n=100)[98] * 1000
-    result.extra["tasks_16_not_processed"] = failures
-    spent = cpu.seconds()
-    if spent is not None and latencies:
-        result.extra["tasks_16_cpu_us"] = spent / len(latencies) * 1e6
+    record_in_flight(result, latencies, elapsed, failures, cpu)
 
 
 async def measure_bulk(node: Node, peer: str, args: ClientArgs, result: Result) -> None:

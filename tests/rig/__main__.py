@@ -16,6 +16,7 @@ from pathlib import Path
 from kosmesh.node.process import NodeProcess, NodeProcessError
 from tests.rig import faults
 from tests.rig.netns import Rig, RigError, RigUnavailable, list_namespaces, sweep
+from tests.rig.nodes import start_nodes
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -38,16 +39,8 @@ def _up(args: argparse.Namespace) -> int:
         try:
             rig.up()
             print(f"rig {rig.suffix}: {args.hosts} hosts in {rig.setup_s:.3f} s")
-            for host in rig.hosts:
-                seeds = ["--seed", nodes[0].addrs[0]] if nodes else []
-                node = NodeProcess(
-                    Path(tmp) / f"home{host.index}",
-                    listen=[f"/ip4/{host.address}/tcp/4001"],
-                    extra_args=seeds,
-                    prefix=["ip", "netns", "exec", host.namespace],
-                )
-                nodes.append(node)
-                node.start()
+            start_nodes(rig, Path(tmp), nodes)
+            for host, node in zip(rig.hosts, nodes, strict=True):
                 print(f"  h{host.index}  {host.namespace}  {node.addrs[0]}")
                 print(f"      ip netns exec {host.namespace} kosmesh --home {node.home} status")
             if args.loss or args.delay_ms:

@@ -15,7 +15,6 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -138,6 +137,3 @@ class Delayer:
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
-        started = time.monotonic()
-        while self.proc.poll() is None and time.monotonic() - started < 1:
-            time.sleep(0.01)

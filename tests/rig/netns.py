@@ -144,10 +144,6 @@ class Rig:
     def bridge_namespace(self) -> str:
         return f"{PREFIX}-{self.suffix}-br"
 
-    @property
-    def namespaces(self) -> list[str]:
-        return [self.bridge_namespace, *(h.namespace for h in self.hosts)]
-
     def up(self) -> Rig:
         check_available()
         started = time.monotonic()
@@ -177,10 +173,7 @@ class Rig:
     def down(self) -> None:
         """Remove everything this rig made; safe to call twice and after a partial ``up``."""
         started = time.monotonic()
-        for namespace in reversed(self.namespaces):
-            delete_namespace(namespace)
-        # A namespace whose host record was never appended (failure mid-create) still carries our suffix.
-        for namespace in list_namespaces(f"{PREFIX}-{self.suffix}"):
+        for namespace in self.leftovers():  # by suffix: also finds one a failed ``up`` never recorded
             delete_namespace(namespace)
         self.teardown_s = time.monotonic() - started
 

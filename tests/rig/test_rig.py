@@ -13,10 +13,10 @@ import pytest
 from kosmesh.node.process import NodeProcess
 from tests.rig import faults
 from tests.rig.netns import Host, Rig, RigUnavailable, check_available
+from tests.rig.nodes import start_nodes
 
 pytestmark = [pytest.mark.rig, pytest.mark.multiprocess]
 ROOT = Path(__file__).resolve().parents[2]
-PORT = 4001
 
 
 def _require_rig() -> None:
@@ -38,22 +38,6 @@ def rig5() -> Iterator[Rig]:
         rig.down()
         print(f"rig teardown {rig.teardown_s:.3f} s")
         assert rig.leftovers() == []
-
-
-def start_nodes(rig: Rig, tmp_path: Path, started: list[object]) -> list[NodeProcess]:
-    """One node per host; the first is every other node's seed."""
-    nodes: list[NodeProcess] = []
-    for host in rig.hosts:
-        seeds = ["--seed", nodes[0].addrs[0]] if nodes else []
-        node = NodeProcess(
-            tmp_path / f"home{host.index}",
-            listen=[f"/ip4/{host.address}/tcp/{PORT}"],
-            extra_args=seeds,
-            prefix=["ip", "netns", "exec", host.namespace],
-        )
-        started.append(node)
-        nodes.append(node.start())
-    return nodes
 
 
 def drive(host: Host, node: NodeProcess, targets: list[NodeProcess], **options: object) -> dict[str, object]:
