@@ -30,7 +30,7 @@ def send_with_retries(client: NodeClient, target: str, data: Any, timeout: float
             last_error = str(exc)
             continue
         if reply.get("status") == "processed" and reply.get("result") == data:
-            return {"ok": True, "attempts": attempt, "rtt_ms": reply.get("rtt_ms")}
+            return {"ok": True, "attempts": attempt, "rtt_ms": reply.get("rtt_ms"), "id": reply.get("message_id")}
         last_error = f"{reply.get('status')}: {reply.get('reason')}"
     return {"ok": False, "attempts": retries + 1, "error": last_error}
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per attempt")
     parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--ids", action="store_true", help="list the answered task ids per target")
     args = parser.parse_args(argv)
     client = NodeClient(args.home)
     results: list[dict[str, Any]] = []
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             target = args.target[(worker + i) % len(args.target)]
             outcome = send_with_retries(client, target, f"task {worker}/{i}", args.timeout, args.retries)
             with lock:
-                results.append(outcome)
+                results.append(dict(outcome, target=target))
 
     started = time.monotonic()
     threads = [threading.Thread(target=sender, args=(w,)) for w in range(args.concurrency)]
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         "errors": sorted({r["error"] for r in results if not r["ok"]}),
         "elapsed_s": round(time.monotonic() - started, 3),
     }
+    if args.ids:
+        summary["ids"] = {t: [r["id"] for r in results if r["ok"] and r["target"] == t] for t in args.target}
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 

@@ -1,27 +1,38 @@
-"""Real ``kosmesh node run`` processes on rig hosts, one per host."""
+"""Real ``kosmesh node run`` processes on rig hosts, one per host, and what they say about themselves."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from kosmesh.node.config import NodeConfig, write_config
 from kosmesh.node.process import NodeProcess
-from tests.rig.netns import Rig
+from tests.rig.netns import Host, Rig
 
 PORT = 4001
+T = TypeVar("T")
 
 
-def start_nodes(rig: Rig, homes: Path, started: list[Any]) -> list[NodeProcess]:
+def start_nodes(rig: Rig, homes: Path, started: list[Any], config: NodeConfig | None = None) -> list[NodeProcess]:
     """One node per host, listening on the host's rig address; the first is every other node's seed.
 
     Each node is appended to ``started`` before it starts, so the caller can stop it even if
-    a later start fails.
+    a later start fails. ``config`` (timeouts, redial schedule) is written to every home first.
     """
     nodes: list[NodeProcess] = []
     for host in rig.hosts:
         seeds = ["--seed", nodes[0].addrs[0]] if nodes else []
+        home = homes / f"home{host.index}"
+        if config is not None:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_config(home, config)
         node = NodeProcess(
-            homes / f"home{host.index}",
+            home,
             listen=[f"/ip4/{host.address}/tcp/{PORT}"],
             extra_args=seeds,
             prefix=host.exec_argv([]),
@@ -29,3 +40,27 @@ def start_nodes(rig: Rig, homes: Path, started: list[Any]) -> list[NodeProcess]:
         started.append(node)
         nodes.append(node.start())
     return nodes
+
+
+def status(host: Host, node: NodeProcess) -> dict[str, Any]:
+    """``kosmesh status --json`` run inside the host's namespace, where the node's API listens."""
+    argv = [sys.executable, "-m", "kosmesh", "--home", str(node.home), "status", "--json"]
+    done = subprocess.run(host.exec_argv(argv), capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"status of h{host.index} failed: {done.stderr.strip()[-300:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def connected_peers(host: Host, node: NodeProcess) -> set[str]:
+    return {c["peer_id"] for c in status(host, node)["connections"]}
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(0.1)
+    return value

@@ -11,6 +11,7 @@ from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.wire.connection import ConnectionLimits, ProtocolNegotiationError, Stream, StreamResetError
 from kosmesh.wire.host import DialError, Host, HostLimits
 from kosmesh.wire.multiaddr import Multiaddr
+from tests.waiting import wait_for
 
 ECHO = "/test/echo/1.0.0"
 
@@ -242,14 +243,6 @@ async def test_close_tears_down_both_ends(pair: tuple[Host, Host, Multiaddr]) ->
     assert conn.closed
     await wait_for(lambda: b.connection_to(a.peer_id) is None)
     assert b.connection_to(a.peer_id) is None
-
-
-async def wait_for(check, timeout: float = 5.0):  # type: ignore[no-untyped-def]
-    """Wait (yielding to I/O) until ``check()`` returns something truthy; return it."""
-    async with asyncio.timeout(timeout):
-        while not (value := check()):
-            await asyncio.sleep(0.005)
-        return value
 
 
 # -- callback receivers (Stream.set_receiver) ---------------------------------------------

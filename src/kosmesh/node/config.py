@@ -37,6 +37,20 @@ class KLPConfig:
 
 
 @dataclass(slots=True)
+class WireConfig:
+    keepalive_interval_s: float = 15.0  # a yamux ping this often on every connection
+    idle_timeout_s: float = 60.0  # a peer silent this long (not even a pong) is dropped
+    dial_timeout_s: float = 10.0  # a dial (TCP connect + handshake) that takes longer fails
+
+
+@dataclass(slots=True)
+class RedialConfig:
+    min_s: float = 1.0  # first redial after a drop; doubles per failure up to max_s
+    max_s: float = 60.0
+    give_up_s: float = 600.0  # a non-seed peer failing this long is forgotten (seeds never are)
+
+
+@dataclass(slots=True)
 class TrustConfig:
     default_score: float = 5.0
     peers: dict[str, float] = field(default_factory=dict)
@@ -50,6 +64,8 @@ class NodeConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 0
     klp: KLPConfig = field(default_factory=KLPConfig)
+    wire: WireConfig = field(default_factory=WireConfig)
+    redial: RedialConfig = field(default_factory=RedialConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
 
     def validate(self) -> None:
@@ -62,6 +78,14 @@ class NodeConfig:
                 raise ConfigError(f"trust score for {peer} must be between 0 and 10")
         if self.klp.workers < 1 or self.klp.queue_capacity < 1:
             raise ConfigError("klp.workers and klp.queue_capacity must be positive")
+        if not 0 < self.wire.keepalive_interval_s < self.wire.idle_timeout_s:
+            raise ConfigError("wire.keepalive_interval_s must be positive and below wire.idle_timeout_s")
+        if self.wire.dial_timeout_s <= 0:
+            raise ConfigError("wire.dial_timeout_s must be positive")
+        if not 0 < self.redial.min_s <= self.redial.max_s:
+            raise ConfigError("redial.min_s must be positive and at most redial.max_s")
+        if self.redial.give_up_s < 0:
+            raise ConfigError("redial.give_up_s must not be negative")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,10 +108,12 @@ def load_config(home: Path) -> NodeConfig:
         api = raw.get("api", {})
         cfg.api_host = str(api.get("host", cfg.api_host))
         cfg.api_port = int(api.get("port", cfg.api_port))
-        for key, value in raw.get("klp", {}).items():
-            if not hasattr(cfg.klp, key):
-                raise ConfigError(f"unknown setting klp.{key}")
-            setattr(cfg.klp, key, type(getattr(cfg.klp, key))(value))
+        for name in ("klp", "wire", "redial"):
+            section = getattr(cfg, name)
+            for key, value in raw.get(name, {}).items():
+                if not hasattr(section, key):
+                    raise ConfigError(f"unknown setting {name}.{key}")
+                setattr(section, key, type(getattr(section, key))(value))
         trust = raw.get("trust", {})
         cfg.trust.default_score = float(trust.get("default_score", cfg.trust.default_score))
         cfg.trust.peers = {str(k): float(v) for k, v in trust.get("peers", {}).items()}
@@ -120,6 +146,16 @@ queue_capacity = {cfg.klp.queue_capacity}
 workers = {cfg.klp.workers}
 default_ttl = {cfg.klp.default_ttl}
 task_timeout_s = {cfg.klp.task_timeout_s}
+
+[wire]
+keepalive_interval_s = {cfg.wire.keepalive_interval_s}   # ping every connection this often
+idle_timeout_s = {cfg.wire.idle_timeout_s}          # drop a peer silent this long
+dial_timeout_s = {cfg.wire.dial_timeout_s}          # give up a dial after this long
+
+[redial]   # seeds and peers we dialed are redialed when their connection drops
+min_s = {cfg.redial.min_s}
+max_s = {cfg.redial.max_s}
+give_up_s = {cfg.redial.give_up_s}   # forget a non-seed peer after failing this long
 
 [trust]
 default_score = {cfg.trust.default_score}   # 0-10, for peers with no other record

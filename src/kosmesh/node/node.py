@@ -44,9 +44,10 @@ from kosmesh.klp import (
 from kosmesh.node.agents import AgentError, AgentHandler, AgentRegistry, Task, echo_agent
 from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_config, write_config
 from kosmesh.node.klp_service import KLPService, Outcome, TaskError, TaskReply
+from kosmesh.node.redial import Redialer, RedialPolicy, RedialTarget
 from kosmesh.node.storage import Storage
-from kosmesh.wire.connection import Connection
-from kosmesh.wire.host import DialError, Host, PeerInfo
+from kosmesh.wire.connection import Connection, ConnectionLimits
+from kosmesh.wire.host import DialError, Host, HostLimits, PeerInfo
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,16 @@ class Node:
         self.agents = AgentRegistry()
         self.agents.register("echo", echo_agent, capabilities=["echo"], description="answers with its input")
         self.storage = Storage(self.home / DB_FILE)
-        self.host = Host(self.identity, agent_version=f"kosmesh/{__version__}")
+        wire = self.config.wire
+        limits = ConnectionLimits(keepalive_interval=wire.keepalive_interval_s, idle_timeout=wire.idle_timeout_s)
+        self.host = Host(
+            self.identity,
+            agent_version=f"kosmesh/{__version__}",
+            limits=HostLimits(dial_timeout=wire.dial_timeout_s, connection=limits),
+        )
+        redial = self.config.redial
+        self.redialer = Redialer(RedialPolicy(min_s=redial.min_s, max_s=redial.max_s, give_up_s=redial.give_up_s))
+        self._redial_wake = asyncio.Event()
         self._trust: dict[str, float] = {}
         self.klp: KLPService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -223,15 +233,44 @@ class Node:
         task.add_done_callback(self._tasks.discard)
 
     async def _bootstrap(self) -> None:
-        """Dial the seeds, then peers we knew before a restart (best effort, in parallel)."""
-        targets = list(self.config.seeds)
+        """Keep the seeds and the peers we knew before a restart connected, for as long as we run."""
+        now = time.monotonic()
+        for addr in self.config.seeds:
+            with contextlib.suppress(MultiaddrError):
+                expected = Multiaddr.parse(addr).peer_id
+                if expected != self.peer_id:
+                    self.redialer.keep_seed(addr, now, str(expected) if expected else None)
         for peer in (await self.storage.peers())[:RECONNECT_KNOWN_PEERS]:
-            for addr in peer["addrs"][:2]:
-                targets.append(f"{addr}/p2p/{peer['peer_id']}" if "/p2p/" not in addr else addr)
-        results = await asyncio.gather(*(self.host.dial(t) for t in targets), return_exceptions=True)
-        for target, result in zip(targets, results, strict=True):
-            if isinstance(result, Exception):
-                log.info("bootstrap dial %s failed: %s", target, result)
+            addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer['peer_id']}" for a in peer["addrs"][:2]]
+            if peer["peer_id"] != str(self.peer_id):
+                self.redialer.keep_peer(peer["peer_id"], addrs, now, connected=False)
+        await self._keep_connected()
+
+    async def _keep_connected(self) -> None:
+        """Dial what the redial schedule says is due; sleep until the next is due or a peer drops."""
+        while True:
+            for target in self.redialer.due(time.monotonic()):
+                self._spawn(self._redial(target))
+            next_due = self.redialer.next_due()
+            self._redial_wake.clear()
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._redial_wake.wait()
+
+    async def _redial(self, target: RedialTarget) -> None:
+        error: Exception | None = None
+        for addr in list(target.addrs):
+            try:
+                conn = await self.host.dial(addr)
+            except DialError as exc:
+                error = exc
+                continue
+            self.redialer.dial_succeeded(target.key, str(conn.remote_peer_id), time.monotonic())
+            return
+        log.info("redial %s failed (%d before): %s", target.key, target.failures, error)
+        self.redialer.dial_failed(target.key, time.monotonic())
+        self._redial_wake.set()
 
     # -- peers and trust -----------------------------------------------------------------
     def trust_score(self, peer: PeerId | str) -> float:
@@ -275,6 +314,11 @@ class Node:
         if conn.remote_address is not None:
             with contextlib.suppress(MultiaddrError, ValueError):
                 addr = str(Multiaddr.from_tcp(*conn.remote_address))
+        peer = str(conn.remote_peer_id)
+        if conn.direction == "outbound" and addr:  # we dialed it, so we are the side that redials it
+            self.redialer.keep_peer(peer, [f"{addr}/p2p/{peer}"], time.monotonic(), connected=True)
+        else:
+            self.redialer.connected(peer, time.monotonic())
         self.storage.write_nowait(
             "INSERT OR REPLACE INTO connections(connection_id, peer_id, direction, remote_addr, opened_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -285,6 +329,9 @@ class Node:
     def _on_disconnected(self, conn: Connection) -> None:
         if not self._running:
             return
+        if self.host.connection_to(conn.remote_peer_id) is None:
+            self.redialer.disconnected(str(conn.remote_peer_id), time.monotonic())
+            self._redial_wake.set()
         self.storage.write_nowait(
             "UPDATE connections SET closed_at=?, close_reason=? WHERE connection_id=?",
             (time.time(), conn.close_reason, conn.connection_id),
@@ -511,6 +558,7 @@ class Node:
             ],
             "agents": self.agents.describe(),
             "klp": dict(self.klp.stats) if self.klp else {},
+            "redial": self.redialer.describe(time.monotonic()),
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             "version": __version__,
         }

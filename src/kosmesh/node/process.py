@@ -43,6 +43,9 @@ class NodeProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
+        """Start (or restart, from the same home) and wait until it prints its API address."""
+        self.addrs, self.api_url, self.stderr_lines = [], "", []
+        self._lines = queue.Queue()
         cmd = [*self.prefix, sys.executable, "-m", "kosmesh", "--home", str(self.home), "node", "run"]
         for addr in self.listen:
             cmd += ["--listen", addr]
