@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,3 +212,31 @@ def test_config_export_without_a_running_node(tmp_path: Path) -> None:
     assert again.returncode == 0 and again.stderr == ""
     assert json.loads(again.stdout) == config
     assert_clean_error(kosmesh(tmp_path / "nothing", "config", "export"), "init")
+
+
+def test_status_shows_a_lost_seed_and_the_node_reconnects_on_its_own(tmp_path: Path) -> None:
+    seed = NodeProcess(tmp_path / "seed")
+    node: NodeProcess | None = None
+    try:
+        seed.start()
+        node = NodeProcess(tmp_path / "n", extra_args=["--seed", seed.addrs[0]]).start()
+        port = seed.addrs[0].split("/tcp/")[1].split("/")[0]
+        wait_for_status(node.home, lambda s: seed.peer_id in {c["peer_id"] for c in s["connections"]})
+        seed.stop()
+        wait_for_status(node.home, lambda s: any(not t["connected"] and t["failures"] for t in s["redial"]))
+        shown = kosmesh(node.home, "status")
+        assert "Reconnecting (1)" in shown.stdout and seed.peer_id in shown.stdout, shown.stdout
+        seed.listen = [f"/ip4/127.0.0.1/tcp/{port}"]
+        seed.start()  # same home and port: the node finds it again without being told
+        wait_for_status(node.home, lambda s: seed.peer_id in {c["peer_id"] for c in s["connections"]}, timeout=30)
+        assert "Reconnecting" not in kosmesh(node.home, "status").stdout
+    finally:
+        seed.stop()
+        if node is not None:
+            node.stop()
+
+
+def wait_for_status(home: Path, check: Callable[[dict[str, Any]], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check(json.loads(kosmesh(home, "status", "--json").stdout)):
+        assert time.monotonic() < deadline, "timed out waiting for the node's status"

@@ -142,6 +142,15 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     for a in data["agents"]:
         agents.add_row(a["name"], ", ".join(a["capabilities"]))
     out.print(agents)
+    waiting = [t for t in data.get("redial", []) if not t["connected"]]
+    if waiting:
+        redial = Table(title=f"Reconnecting ({len(waiting)})")
+        for col in ("target", "seed", "failed dials", "next dial in"):
+            redial.add_column(col)
+        for t in waiting:
+            due = "dialing" if t["next_dial_in_s"] is None else f"{t['next_dial_in_s']} s"
+            redial.add_row(t["target"], "yes" if t["seed"] else "", str(t["failures"]), due)
+        out.print(redial)
 
 
 @app.command()
