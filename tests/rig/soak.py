@@ -1,0 +1,569 @@
+"""``python -m tests.rig.soak``: sustained load across the rig with faults injected, then a report.
+
+    python -m tests.rig.soak [--hosts 5] [--clients 2] [--rate 10] [--minutes 2] [--loss 5] [--delay-ms 20]
+                             [--json-out PATH]
+
+Builds the rig, starts one node per host, has every node dial every other one, injects the
+faults (loss and delay on every host's way out), then runs ``tests.rig.load`` inside every
+host's namespace, each sending to the echo agents of all the other nodes. Every node's RSS is
+sampled at the start, every few seconds and at the end. The report (a table per node plus
+totals; ``--json-out`` writes it all as JSON) says what was offered, sent, completed and lost.
+
+Bounded and self-stopping: a hard deadline (the load window plus a margin) tears everything
+down and reports what it has. Ctrl-C/SIGTERM do the same. Exit codes: 0 nothing lost, every
+node alive, nothing left behind; 1 otherwise; 2 the rig is unavailable here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kosmesh.node.process import NodeProcess, NodeProcessError
+from tests.rig import faults
+from tests.rig.load import latency_stats
+from tests.rig.netns import Host, Rig, RigError, RigUnavailable, check_available
+from tests.rig.nodes import start_nodes
+
+ROOT = Path(__file__).resolve().parents[2]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SETUP_ALLOWANCE_S = 120.0  # rig, nodes, dials, delayers: seconds on a busy 2-core machine
+READY_TIMEOUT_S = 60.0
+CLIENT_GRACE_S = 15.0  # after its own bound, a load client gets this long to print its summary
+CLIENT_STOP_S = 5.0  # a load client told to stop early gets this long to print its summary
+RSS_EVERY_S = 5.0
+KIB_PER_MB = 1024
+COUNTS = ("offered", "sent", "unsent", "late", "completed", "retried", "failed", "stragglers", "lost")
+
+
+class _Stop(Exception):
+    """Raised by the signal handler: unwinds to the teardown from wherever the signal lands."""
+
+
+class _Deadline(_Stop):
+    """The hard deadline passed."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Deadline if signum == signal.SIGALRM else _Stop
+
+
+def read_rss_kib(pid: int) -> int | None:
+    """VmRSS of a live process in KiB; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass
+class HostRun:
+    """One host's node and load client, as the soak saw them."""
+
+    name: str
+    peer_id: str = ""
+    node_pid: int | None = None
+    rss_samples: list[tuple[float, int | None]] = field(default_factory=list)  # (seconds since go, KiB)
+    alive_at_end: bool | None = None
+    node_exit_code: int | None = None
+    ready: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    client_exit_code: int | None = None
+    client_output_done: bool = False  # its stdout reached EOF: nothing more will come
+    client_stderr: list[str] = field(default_factory=list)
+
+
+def _rss_view(samples: list[tuple[float, int | None]]) -> dict[str, Any]:
+    values = [kib for _, kib in samples if kib is not None]
+    if not values:
+        return {"start_kib": None, "end_kib": None, "max_kib": None, "growth_kib": None, "samples": len(samples)}
+    return {
+        "start_kib": values[0],
+        "end_kib": values[-1],
+        "max_kib": max(values),
+        "growth_kib": values[-1] - values[0],
+        "samples": len(samples),
+    }
+
+
+def _host_problems(run: HostRun) -> list[str]:
+    problems = []
+    if run.alive_at_end is False:
+        problems.append(f"{run.name}: node died (exit code {run.node_exit_code})")
+    if run.summary is None:
+        problems.append(f"{run.name}: load client gave no summary (exit code {run.client_exit_code})")
+    else:
+        if run.summary.get("stopped_early"):
+            in_flight = run.summary["stragglers"]
+            detail = f" ({in_flight} in flight, counted lost)" if in_flight else ""
+            problems.append(f"{run.name}: load stopped early{detail}")
+        if run.summary["lost"]:
+            problems.append(f"{run.name}: {run.summary['lost']} tasks lost")
+    if run.ready and run.ready.get("connect_errors"):
+        problems.append(f"{run.name}: could not dial {len(run.ready['connect_errors'])} peers")
+    return problems
+
+
+def assemble_report(
+    config: dict[str, Any],
+    runs: list[HostRun],
+    *,
+    setup_s: float | None,
+    teardown_s: float | None,
+    stop_all_s: float | None = None,
+    leftovers: list[str] | None,
+    deadline_hit: bool,
+    stopped_by_signal: bool,
+    failure: str | None = None,
+) -> dict[str, Any]:
+    """The whole report as plain JSON-ready data; ``verdict.ok`` is what the exit code follows."""
+    nodes = []
+    latencies: list[float] = []
+    totals: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    throughput = 0.0
+    for run in runs:
+        load = dict(run.summary) if run.summary is not None else None
+        if load is not None:
+            latencies.extend(load.pop("latencies_ms", []))
+            load.pop("event", None)
+            for key in COUNTS:
+                totals[key] += int(load.get(key, 0))
+            errors.update(load.get("errors", {}))
+            throughput += float(load.get("throughput_per_s", 0.0))
+        elif run.progress is not None:  # no summary: whatever was sent but not seen completing is lost
+            totals["sent"] += int(run.progress.get("sent", 0))
+            totals["completed"] += int(run.progress.get("completed", 0))
+            totals["lost"] += int(run.progress.get("sent", 0)) - int(run.progress.get("completed", 0))
+        nodes.append(
+            {
+                "host": run.name,
+                "peer_id": run.peer_id,
+                "alive_at_end": run.alive_at_end,
+                "node_exit_code": run.node_exit_code,
+                "connect_errors": (run.ready or {}).get("connect_errors", []),
+                "load": load,
+                "last_progress": run.progress if load is None else None,
+                "client_stderr_tail": run.client_stderr[-10:] if load is None else [],
+                "rss": _rss_view(run.rss_samples),
+                "rss_samples": [[round(t, 1), kib] for t, kib in run.rss_samples],
+            }
+        )
+    problems = [problem for run in runs for problem in _host_problems(run)]
+    if failure:
+        problems.insert(0, failure)
+    if deadline_hit:
+        problems.append("the hard deadline passed before the load finished")
+    if stopped_by_signal:
+        problems.append("stopped by a signal before the load finished")
+    if leftovers is None:
+        problems.append("leftovers were not checked")
+    elif leftovers:
+        problems.append(f"left behind: {', '.join(leftovers)}")
+    if not runs:
+        problems.append("no load ran")
+    return {
+        "config": config,
+        "rig": {
+            "hosts": config.get("hosts"),
+            "setup_s": setup_s,
+            "teardown_s": teardown_s,
+            "stop_all_s": stop_all_s,  # clients, delayers, nodes and the rig
+            "leftovers": leftovers,
+        },
+        "nodes": nodes,
+        "totals": {
+            **{key: totals[key] for key in COUNTS},
+            "load_held": bool(runs) and all(run.summary is not None for run in runs) and totals["unsent"] == 0,
+            "errors": dict(errors.most_common()),
+            "latency_ms": latency_stats(latencies),
+            "throughput_per_s": round(throughput, 3),
+        },
+        "verdict": {"ok": not problems, "problems": problems},
+    }
+
+
+def _mb(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / KIB_PER_MB:.1f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_report(report: dict[str, Any], console: Console) -> None:
+    """A table per node plus totals, the errors, the rig's times and the verdict."""
+    config = report["config"]
+    table = Table(
+        title=f"Soak: {config['hosts']} hosts x {config['clients']} clients x {config['rate']:g} tasks/s "
+        f"for {config['seconds']:g} s, {config['loss']}% loss, {config['delay_ms']:g} ms delay"
+    )
+    for column in ("node", "sent", "completed", "lost", "retried", "late", "p50 ms", "p99 ms", "max ms", "tasks/s",
+                   "RSS MB start→end", "growth MB", "alive"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("node", "RSS MB start→end") else "right")
+    for node in report["nodes"]:
+        load = node["load"] or {}
+        progress = node["last_progress"] or {}
+        latency = load.get("latency_ms", {})
+        rss = node["rss"]
+        lost = load.get("lost", progress.get("sent", 0) - progress.get("completed", 0) if progress else "?")
+        table.add_row(
+            node["host"], str(load.get("sent", progress.get("sent", "?"))),
+            str(load.get("completed", progress.get("completed", "?"))), str(lost), str(load.get("retried", "-")),
+            str(load.get("late", "-")), _ms(latency.get("p50")), _ms(latency.get("p99")), _ms(latency.get("max")),
+            f"{load['throughput_per_s']:.1f}" if load else "-", f"{_mb(rss['start_kib'])}→{_mb(rss['end_kib'])}",
+            _mb(rss["growth_kib"]), {True: "yes", False: "[red]DIED[/]", None: "?"}[node["alive_at_end"]],
+        )  # fmt: skip
+    totals = report["totals"]
+    latency = totals["latency_ms"]
+    table.add_section()
+    table.add_row(
+        "total", str(totals["sent"]), str(totals["completed"]), str(totals["lost"]), str(totals["retried"]),
+        str(totals["late"]), _ms(latency["p50"]), _ms(latency["p99"]), _ms(latency["max"]),
+        f"{totals['throughput_per_s']:.1f}", "", "", "",
+    )  # fmt: skip
+    console.print(table)
+    held = "yes" if totals["load_held"] else f"NO ({totals['unsent']} of {totals['offered']} offered never sent)"
+    console.print(f"offered {totals['offered']}, load held: {held}, started late: {totals['late']}", highlight=False)
+    if totals["errors"]:
+        console.print("errors (failed attempts, including ones a retry then fixed):")
+        for message, count in totals["errors"].items():
+            console.print(f"  {count:>6} x {message}", highlight=False, markup=False)
+    else:
+        console.print("errors: none")
+    rig = report["rig"]
+    setup = "-" if rig["setup_s"] is None else f"{rig['setup_s']:.3f} s"
+    teardown = "-" if rig["teardown_s"] is None else f"{rig['teardown_s']:.3f} s"
+    stop_all = "-" if rig["stop_all_s"] is None else f"{rig['stop_all_s']:.3f} s"
+    left = "not checked" if rig["leftovers"] is None else (", ".join(rig["leftovers"]) or "nothing")
+    console.print(
+        f"rig setup {setup}, teardown {teardown} (stopping everything: {stop_all}); left behind: {left}",
+        highlight=False,
+    )
+    verdict = report["verdict"]
+    if verdict["ok"]:
+        console.print("[green]OK[/]: nothing lost, every node alive, nothing left behind")
+    else:
+        console.print("[red]FAILED[/]: " + "; ".join(verdict["problems"]), highlight=False)
+    console.print(f"reproduce: {config['command']}", highlight=False, markup=False)
+
+
+@dataclass
+class _Client:
+    run: HostRun
+    proc: subprocess.Popen[str]
+
+
+def _pump(index: int, stream: IO[str], events: queue.Queue[tuple[int, str | None]]) -> None:
+    for line in stream:
+        events.put((index, line))
+    events.put((index, None))
+
+
+def _pump_stderr(run: HostRun, stream: IO[str]) -> None:
+    for line in stream:
+        run.client_stderr.append(line.rstrip())
+        del run.client_stderr[:-50]
+
+
+def _load_argv(args: argparse.Namespace, node: NodeProcess, peers: list[NodeProcess], label: str) -> list[str]:
+    argv = [sys.executable, "-m", "tests.rig.load", "--home", str(node.home), "--label", label,
+            "--clients", str(args.clients), "--rate", str(args.rate), "--seconds", str(args.seconds),
+            "--timeout", str(args.timeout), "--retries", str(args.retries),
+            "--wait-go", "--raw-latencies", "--progress-s", "2"]  # fmt: skip
+    for peer in peers:
+        argv += ["--target", f"klp://{peer.peer_id}/agents/echo", "--connect", peer.addrs[0]]
+    return argv
+
+
+class Soak:
+    """One soak run; ``run()`` always tears down, and everything seen is kept for the report."""
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.rig = Rig(args.hosts)
+        self.nodes: list[NodeProcess] = []
+        self.delayers: list[faults.Delayer] = []
+        self.clients: list[_Client] = []
+        self.runs: list[HostRun] = []
+        self.events: queue.Queue[tuple[int, str | None]] = queue.Queue()
+        self.go_at: float | None = None
+        self.leftovers: list[str] | None = None
+        self.stop_all_s: float | None = None
+        self.deadline_hit = False
+        self.stopped_by_signal = False
+        self.failure: str | None = None
+
+    @property
+    def straggler_bound_s(self) -> float:
+        return float(self.args.timeout * (self.args.retries + 1))
+
+    def run(self, homes: Path) -> None:
+        try:
+            self._setup(homes)
+            self._load()
+        except _Deadline:
+            self.deadline_hit = True
+        except _Stop:
+            self.stopped_by_signal = True
+        except (RigError, NodeProcessError, OSError) as exc:
+            self.failure = f"error: {exc}"
+        finally:
+            signal.alarm(0)
+            for sig in (*STOP_SIGNALS, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the teardown short
+            self._teardown()
+
+    def _say(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+    def _setup(self, homes: Path) -> None:
+        args = self.args
+        self.rig.up()
+        self._say(f"rig {self.rig.suffix}: {args.hosts} hosts in {self.rig.setup_s:.3f} s")
+        start_nodes(self.rig, homes, self.nodes)
+        for host, node in zip(self.rig.hosts, self.nodes, strict=True):
+            assert node.proc is not None
+            self.runs.append(HostRun(f"h{host.index}", peer_id=node.peer_id, node_pid=node.proc.pid))
+        self._say(f"{len(self.nodes)} nodes running; dialling a full mesh")
+        for index, (host, node) in enumerate(zip(self.rig.hosts, self.nodes, strict=True)):
+            peers = [peer for peer in self.nodes if peer is not node]
+            self._start_client(index, host, _load_argv(args, node, peers, f"h{host.index}"))
+        self._await_ready()
+        if args.loss or args.delay_ms:
+            faults.prepare(self.rig)
+            for host in self.rig.hosts:
+                if args.loss:
+                    faults.set_loss(self.rig, host, args.loss)
+                if args.delay_ms:
+                    self.delayers.append(faults.Delayer(self.rig, host, args.delay_ms).start())
+        self._say(f"faults on every host's way out: {args.loss}% loss, {args.delay_ms:g} ms delay")
+
+    def _start_client(self, index: int, host: Host, argv: list[str]) -> None:
+        proc = subprocess.Popen(
+            host.exec_argv(argv), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,  # Ctrl-C reaches the soak, which stops the clients itself
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        run = self.runs[index]
+        threading.Thread(target=_pump, args=(index, proc.stdout, self.events), daemon=True).start()
+        threading.Thread(target=_pump_stderr, args=(run, proc.stderr), daemon=True).start()
+        self.clients.append(_Client(run, proc))
+
+    def _handle(self, index: int, line: str | None) -> None:
+        run = self.runs[index]
+        if line is None:
+            run.client_output_done = True
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            run.client_stderr.append(line.rstrip())
+            return
+        kind = event.get("event")
+        if kind == "ready":
+            run.ready = event
+        elif kind == "progress":
+            run.progress = event
+        elif kind == "summary":
+            run.summary = event
+        elif kind == "error":
+            run.client_stderr.append(str(event.get("error")))
+
+    def _await_ready(self) -> None:
+        give_up_at = time.monotonic() + READY_TIMEOUT_S
+        while any(run.ready is None and not run.client_output_done for run in self.runs):
+            remaining = give_up_at - time.monotonic()
+            if remaining <= 0:
+                raise RigError("load clients did not get ready (dialling their peers) in time")
+            with contextlib.suppress(queue.Empty):
+                self._handle(*self.events.get(timeout=remaining))
+        dead = [run.name for run in self.runs if run.ready is None]
+        if dead:
+            raise RigError(f"load clients exited before they were ready: {', '.join(dead)}")
+        failed = [err for run in self.runs for err in (run.ready or {}).get("connect_errors", [])]
+        self._say(f"full mesh dialled ({len(failed)} dials failed)")
+
+    def _sample_rss(self) -> None:
+        at = 0.0 if self.go_at is None else time.monotonic() - self.go_at
+        for run in self.runs:
+            run.rss_samples.append((at, read_rss_kib(run.node_pid) if run.node_pid else None))
+
+    def _load(self) -> None:
+        args = self.args
+        self._sample_rss()
+        self.go_at = time.monotonic()
+        for client in self.clients:
+            assert client.proc.stdin is not None
+            client.proc.stdin.write("go\n")
+            client.proc.stdin.flush()
+        self._say(f"load: {args.hosts} hosts x {args.clients} clients x {args.rate:g} tasks/s for {args.seconds:g} s")
+        finish_by = self.go_at + args.seconds + self.straggler_bound_s + CLIENT_GRACE_S
+        next_rss = self.go_at + RSS_EVERY_S
+        next_progress = self.go_at + args.progress_s
+        while any(run.summary is None and not run.client_output_done for run in self.runs):
+            now = time.monotonic()
+            if now >= finish_by:
+                self.failure = "load clients did not finish within their own bound"
+                break
+            wake = min(next_rss, next_progress, finish_by)
+            with contextlib.suppress(queue.Empty):
+                self._handle(*self.events.get(timeout=max(0.01, wake - now)))
+            now = time.monotonic()
+            if now >= next_rss:
+                self._sample_rss()
+                next_rss += RSS_EVERY_S
+            if now >= next_progress:
+                self._print_progress(now - self.go_at)
+                next_progress += args.progress_s
+        self._sample_rss()
+        self._print_progress(time.monotonic() - self.go_at)
+
+    def _print_progress(self, elapsed: float) -> None:
+        seen = [run.summary or run.progress or {} for run in self.runs]
+        completed = sum(int(s.get("completed", 0)) for s in seen)
+        # Each client's own clock: the soak hears of progress up to 2 s late, which would drag a rate on its clock.
+        rate = sum(int(s.get("completed", 0)) / s["elapsed_s"] for s in seen if s.get("elapsed_s"))
+        errors = sum(
+            sum(s["errors"].values()) if isinstance(s.get("errors"), dict) else int(s.get("errors", 0)) for s in seen
+        )
+        lost = sum(int(run.summary["lost"]) for run in self.runs if run.summary is not None)
+        rss = [run.rss_samples[-1][1] for run in self.runs if run.rss_samples and run.rss_samples[-1][1]]
+        self._say(
+            f"[{elapsed:6.1f} s] completed {completed:>7}  {rate:7.1f}/s  "
+            f"errors {errors:>5}  lost {lost:>4}  max RSS {_mb(max(rss) if rss else None)} MB"
+        )
+
+    def _teardown(self) -> None:
+        started = time.monotonic()
+        for run, node in zip(self.runs, self.nodes, strict=False):
+            if node.proc is not None:
+                run.node_exit_code = node.proc.poll()
+                run.alive_at_end = run.node_exit_code is None
+        for client in self.clients:
+            if client.proc.poll() is None:
+                client.proc.terminate()  # a load client stops sending on SIGTERM and still prints its summary
+        give_up_at = time.monotonic() + CLIENT_STOP_S
+        while any(not client.run.client_output_done for client in self.clients):
+            remaining = give_up_at - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(queue.Empty):
+                self._handle(*self.events.get(timeout=remaining))
+        for client in self.clients:
+            if client.proc.poll() is None:
+                client.proc.kill()  # `ip netns exec` execs python, so this is the client itself
+            client.proc.wait()
+            client.run.client_exit_code = client.proc.returncode
+            if client.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    client.proc.stdin.close()
+        for delayer in self.delayers:
+            delayer.stop()
+        for node in self.nodes:
+            node.stop(timeout=5)
+        self.rig.down()
+        self.leftovers = self.rig.leftovers()
+        self.stop_all_s = time.monotonic() - started
+
+    def report(self) -> dict[str, Any]:
+        args = self.args
+        config = {
+            "hosts": args.hosts, "clients": args.clients, "rate": args.rate, "seconds": args.seconds,
+            "loss": args.loss, "delay_ms": args.delay_ms, "timeout": args.timeout, "retries": args.retries,
+            "command": "python -m tests.rig.soak " + shlex.join(args.argv),
+        }  # fmt: skip
+        return assemble_report(
+            config, self.runs, setup_s=self.rig.setup_s, teardown_s=self.rig.teardown_s, stop_all_s=self.stop_all_s,
+            leftovers=self.leftovers,
+            deadline_hit=self.deadline_hit, stopped_by_signal=self.stopped_by_signal, failure=self.failure,
+        )  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.rig.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--hosts", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=2, help="load clients per host")
+    parser.add_argument("--rate", type=float, default=10.0, help="tasks per second per client")
+    parser.add_argument("--minutes", type=float, default=2.0, help="how long the load runs")
+    parser.add_argument("--seconds", type=float, default=None, help="overrides --minutes (short runs)")
+    parser.add_argument("--loss", type=int, default=5, help="percent of packets dropped on each host's way out")
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="delay added on each host's way out")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per task attempt")
+    parser.add_argument("--retries", type=int, default=3, help="attempts after the first")
+    parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--json-out", type=Path, default=None, help="write the whole report here as JSON")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.seconds = args.seconds if args.seconds is not None else args.minutes * 60
+    if args.hosts < 2:
+        parser.error("a soak needs at least 2 hosts")
+    if args.clients < 1 or args.rate <= 0 or args.seconds <= 0 or args.timeout <= 0 or args.retries < 0:
+        parser.error("clients, rate, minutes and timeout must be positive, retries not negative")
+    if not 0 <= args.loss <= 100 or args.delay_ms < 0:
+        parser.error("loss is a percentage and delay not negative")
+    return args
+
+
+def hard_deadline_s(args: argparse.Namespace) -> float:
+    """Setup, the load window, its stragglers and the clients' grace: past this everything is torn down."""
+    return float(SETUP_ALLOWANCE_S + args.seconds + args.timeout * (args.retries + 1) + CLIENT_GRACE_S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # piped: do not squeeze the table to 80
+    try:
+        check_available()
+        if args.loss or args.delay_ms:
+            faults.check_available()
+    except RigUnavailable as exc:
+        print(f"rig unavailable: {exc}", file=sys.stderr)
+        return 2
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    signal.signal(signal.SIGALRM, _raise_stop)
+    signal.alarm(max(1, round(hard_deadline_s(args))))
+    soak = Soak(args, console)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kosmesh-soak-") as tmp:
+            try:
+                soak.run(Path(tmp))
+            except RigUnavailable as exc:  # raised by rig.up / faults, after the checks above passed
+                print(f"rig unavailable: {exc}", file=sys.stderr)
+                return 2
+    finally:
+        signal.alarm(0)
+    report = soak.report()
+    render_report(report, console)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {args.json_out}", highlight=False)
+    return 0 if report["verdict"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
