@@ -280,8 +280,16 @@ async def test_bad_inputs_are_node_errors(nodes: tuple[Node, Node]) -> None:
     from kosmesh.identity import Ed25519PrivateKey, PeerId
 
     unknown = PeerId.from_public_key(Ed25519PrivateKey.generate().public_key)
-    with pytest.raises(NodeError, match="no reachable address"):
+    with pytest.raises(NodeError, match="no address of it is known"):
         await a.send_task(f"klp://{unknown}/agents/echo", 1)
+
+
+async def test_a_known_but_unreachable_peer_says_why(tmp_path: Path) -> None:
+    async with connected_pair(tmp_path) as (a, b):
+        b_id = b.peer_id
+    async with Node(tmp_path / "a", listen=LOOPBACK) as again:  # b is down; its address is on disk
+        with pytest.raises(NodeError, match="dialing its known addresses failed: cannot reach"):
+            await again.send_task(f"klp://{b_id}/agents/echo", 1)
 
 
 async def hellos_done(a: Node, b: Node) -> None:

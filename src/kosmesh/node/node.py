@@ -533,10 +533,15 @@ class Node:
         info = self.host.peer_info.get(peer)
         if info is not None:
             addrs = [str(a) for a in info.listen_addrs] + addrs
+        failures = []
         for addr in addrs:
-            with contextlib.suppress(DialError, MultiaddrError):
+            try:
                 return await self.host.dial(Multiaddr.parse(addr).with_peer_id(peer))
-        raise NodeError(f"not connected to {peer} and no reachable address is known; run `kosmesh connect`")
+            except (DialError, MultiaddrError) as exc:
+                failures.append(str(exc))
+        if failures:
+            raise NodeError(f"not connected to {peer}, and dialing its known addresses failed: {failures[-1]}")
+        raise NodeError(f"not connected to {peer} and no address of it is known; run `kosmesh connect`")
 
     # -- views -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
