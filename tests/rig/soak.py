@@ -1,10 +1,11 @@
 """``python -m tests.rig.soak``: sustained load across the rig with faults injected, then a report.
 
     python -m tests.rig.soak [--hosts 5] [--clients 2] [--rate 10] [--minutes 2] [--loss 5] [--delay-ms 20]
-                             [--json-out PATH]
+                             [--partition-every S --partition-s D] [--json-out PATH]
 
 Builds the rig, starts one node per host, has every node dial every other one, injects the
-faults (loss and delay on every host's way out), then runs ``tests.rig.load`` inside every
+faults (loss and delay on every host's way out; optionally every S seconds one host in turn cut
+off from all the others for D seconds, then healed), then runs ``tests.rig.load`` inside every
 host's namespace, each sending to the echo agents of all the other nodes. Every node's RSS is
 sampled at the start, every few seconds and at the end. The report (a table per node plus
 totals; ``--json-out`` writes it all as JSON) says what was offered, sent, completed and lost.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import queue
 import shlex
 import signal
@@ -218,6 +220,8 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     table = Table(
         title=f"Soak: {config['hosts']} hosts x {config['clients']} clients x {config['rate']:g} tasks/s "
         f"for {config['seconds']:g} s, {config['loss']}% loss, {config['delay_ms']:g} ms delay"
+        + (f", a {config['partition_s']:g} s cut every {config['partition_every_s']:g} s"
+           if config.get("partition_every_s") else "")
     )
     for column in ("node", "sent", "completed", "lost", "retried", "late", "p50 ms", "p99 ms", "max ms", "tasks/s",
                    "RSS MB start→end", "growth MB", "alive"):  # fmt: skip
@@ -246,6 +250,9 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     held = "yes" if totals["load_held"] else f"NO ({totals['unsent']} of {totals['offered']} offered never sent)"
     console.print(f"offered {totals['offered']}, load held: {held}, started late: {totals['late']}", highlight=False)
+    if config.get("partitions"):
+        cuts = ", ".join(f"{c['host']} {c['cut_at_s']:g} to {c['healed_at_s'] or '?'} s" for c in config["partitions"])
+        console.print(f"partitions: {cuts}", highlight=False)
     if totals["errors"]:
         console.print("errors (failed attempts, including ones a retry then fixed):")
         for message, count in totals["errors"].items():
@@ -297,6 +304,42 @@ def _load_argv(args: argparse.Namespace, node: NodeProcess, peers: list[NodeProc
     return argv
 
 
+@dataclass
+class PartitionChurn:
+    """Every ``every_s`` of the load window, the next host in turn is cut off from all the others
+    for ``cut_s``, then healed: links that flap while tasks are in flight."""
+
+    hosts: int
+    every_s: float
+    cut_s: float
+    window_s: float
+    cut_host: int | None = None
+    heal_at: float | None = None
+    cuts: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.next_cut: float | None = self.every_s if 0 < self.every_s < self.window_s else None
+
+    def next_wake(self) -> float | None:
+        times = [t for t in (self.next_cut, self.heal_at) if t is not None]
+        return min(times) if times else None
+
+    def step(self, elapsed: float) -> tuple[str, int] | None:
+        """What to do now, if anything: ``("cut", host index)`` or ``("heal", host index)``."""
+        if self.heal_at is not None and elapsed >= self.heal_at and self.cut_host is not None:
+            host, self.cut_host, self.heal_at = self.cut_host, None, None
+            self.cuts[-1]["healed_at_s"] = round(elapsed, 2)
+            return "heal", host
+        if self.cut_host is None and self.next_cut is not None and elapsed >= self.next_cut:
+            host = len(self.cuts) % self.hosts
+            self.cut_host, self.heal_at = host, elapsed + self.cut_s
+            following = self.next_cut + self.every_s
+            self.next_cut = following if following < self.window_s else None
+            self.cuts.append({"host": f"h{host + 1}", "cut_at_s": round(elapsed, 2), "healed_at_s": None})
+            return "cut", host
+        return None
+
+
 class Soak:
     """One soak run; ``run()`` always tears down, and everything seen is kept for the report."""
 
@@ -315,6 +358,7 @@ class Soak:
         self.deadline_hit = False
         self.stopped_by_signal = False
         self.failure: str | None = None
+        self.churn = PartitionChurn(args.hosts, args.partition_every, args.partition_s, args.seconds)
 
     @property
     def straggler_bound_s(self) -> float:
@@ -352,7 +396,7 @@ class Soak:
             peers = [peer for peer in self.nodes if peer is not node]
             self._start_client(index, host, _load_argv(args, node, peers, f"h{host.index}"))
         self._await_ready()
-        if args.loss or args.delay_ms:
+        if args.loss or args.delay_ms or args.partition_every:
             faults.prepare(self.rig)
             for host in self.rig.hosts:
                 if args.loss:
@@ -360,6 +404,8 @@ class Soak:
                 if args.delay_ms:
                     self.delayers.append(faults.Delayer(self.rig, host, args.delay_ms).start())
         self._say(f"faults on every host's way out: {args.loss}% loss, {args.delay_ms:g} ms delay")
+        if args.partition_every:
+            self._say(f"every {args.partition_every:g} s one host is cut off from the rest for {args.partition_s:g} s")
 
     def _start_client(self, index: int, host: Host, argv: list[str]) -> None:
         proc = subprocess.Popen(
@@ -428,10 +474,12 @@ class Soak:
             if now >= finish_by:
                 self.failure = "load clients did not finish within their own bound"
                 break
-            wake = min(next_rss, next_progress, finish_by)
+            churn_at = self.churn.next_wake()
+            wake = min(next_rss, next_progress, finish_by, math.inf if churn_at is None else self.go_at + churn_at)
             with contextlib.suppress(queue.Empty):
                 self._handle(*self.events.get(timeout=max(0.01, wake - now)))
             now = time.monotonic()
+            self._churn(now - self.go_at)
             if now >= next_rss:
                 self._sample_rss()
                 next_rss += RSS_EVERY_S
@@ -440,6 +488,18 @@ class Soak:
                 next_progress += args.progress_s
         self._sample_rss()
         self._print_progress(time.monotonic() - self.go_at)
+
+    def _churn(self, elapsed: float) -> None:
+        action = self.churn.step(elapsed)
+        if action is None:
+            return
+        kind, index = action
+        hosts = self.rig.hosts
+        if kind == "cut":
+            faults.partition(self.rig, [hosts[index]], [h for h in hosts if h is not hosts[index]])
+        else:
+            faults.heal(self.rig)
+        self._say(f"[{elapsed:6.1f} s] {'cut off' if kind == 'cut' else 'healed'} h{index + 1}")
 
     def _print_progress(self, elapsed: float) -> None:
         seen = [run.summary or run.progress or {} for run in self.runs]
@@ -480,6 +540,9 @@ class Soak:
             if client.proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     client.proc.stdin.close()
+        if self.churn.cut_host is not None:
+            with contextlib.suppress(RigError):
+                faults.heal(self.rig)  # so the nodes' own shutdown is not held up by the cut
         for delayer in self.delayers:
             delayer.stop()
         for node in self.nodes:
@@ -493,6 +556,7 @@ class Soak:
         config = {
             "hosts": args.hosts, "clients": args.clients, "rate": args.rate, "seconds": args.seconds,
             "loss": args.loss, "delay_ms": args.delay_ms, "timeout": args.timeout, "retries": args.retries,
+            "partition_every_s": args.partition_every, "partition_s": args.partition_s, "partitions": self.churn.cuts,
             "command": "python -m tests.rig.soak " + shlex.join(args.argv),
         }  # fmt: skip
         return assemble_report(
@@ -512,6 +576,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="overrides --minutes (short runs)")
     parser.add_argument("--loss", type=int, default=5, help="percent of packets dropped on each host's way out")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="delay added on each host's way out")
+    parser.add_argument("--partition-every", type=float, default=0.0,
+                        help="cut one host (in turn) off from the others this often, in seconds (0: never)")
+    parser.add_argument("--partition-s", type=float, default=3.0, help="how long each cut lasts")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per task attempt")
     parser.add_argument("--retries", type=int, default=3, help="attempts after the first")
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
@@ -523,6 +590,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("a soak needs at least 2 hosts")
     if args.clients < 1 or args.rate <= 0 or args.seconds <= 0 or args.timeout <= 0 or args.retries < 0:
         parser.error("clients, rate, minutes and timeout must be positive, retries not negative")
+    cut_too_long = bool(args.partition_every) and args.partition_s >= args.partition_every
+    if args.partition_every < 0 or args.partition_s <= 0 or cut_too_long:
+        parser.error("partitions: --partition-s must be positive and shorter than --partition-every")
     if not 0 <= args.loss <= 100 or args.delay_ms < 0:
         parser.error("loss is a percentage and delay not negative")
     return args

@@ -22,7 +22,7 @@ from kosmesh.node.config import API_FILE, TOKEN_FILE
 from tests.rig import faults
 from tests.rig.load import LoadPlan, Schedule, Tally, percentile, run_load
 from tests.rig.netns import RigUnavailable, check_available
-from tests.rig.soak import HostRun, assemble_report, read_rss_kib, render_report
+from tests.rig.soak import HostRun, PartitionChurn, assemble_report, read_rss_kib, render_report
 from tests.rig.soak import main as soak_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +246,7 @@ def test_rss_is_read_from_proc() -> None:
 
 @pytest.mark.rig
 @pytest.mark.multiprocess
-def test_short_soak_loses_nothing_under_loss_and_delay(tmp_path: Path) -> None:
+def test_short_soak_loses_nothing_under_loss_delay_and_partitions(tmp_path: Path) -> None:
     try:
         check_available()
         faults.check_available()
@@ -256,7 +256,7 @@ def test_short_soak_loses_nothing_under_loss_and_delay(tmp_path: Path) -> None:
     hosts, clients, rate, seconds = 3, 2, 5, 10
     argv = [sys.executable, "-m", "tests.rig.soak", "--hosts", str(hosts), "--clients", str(clients),
             "--rate", str(rate), "--seconds", str(seconds), "--loss", "5", "--delay-ms", "20",
-            "--json-out", str(out)]  # fmt: skip
+            "--partition-every", "4", "--partition-s", "1", "--json-out", str(out)]  # fmt: skip
     soak = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = soak.communicate(timeout=SOAK_TIMEOUT_S)
@@ -277,4 +277,17 @@ def test_short_soak_loses_nothing_under_loss_and_delay(tmp_path: Path) -> None:
     assert totals["latency_ms"]["p50"] >= 40, totals
     for node in report["nodes"]:
         assert node["rss"]["samples"] >= 2 and node["rss"]["start_kib"] and node["rss"]["end_kib"], node["rss"]
+    cuts = report["config"]["partitions"]
+    assert [c["host"] for c in cuts] == ["h1", "h2"] and all(c["healed_at_s"] for c in cuts), cuts
     assert report["rig"]["leftovers"] == [] and report["verdict"]["ok"], report["verdict"]
+
+
+def test_partition_churn_cuts_each_host_in_turn_inside_the_window_and_always_heals() -> None:
+    churn = PartitionChurn(hosts=3, every_s=10.0, cut_s=3.0, window_s=35.0)
+    actions = [(t / 2, a) for t in range(0, 100) if (a := churn.step(t / 2)) is not None]
+    assert actions == [(10.0, ("cut", 0)), (13.0, ("heal", 0)), (20.0, ("cut", 1)), (23.0, ("heal", 1)),
+                       (30.0, ("cut", 2)), (33.0, ("heal", 2))]  # fmt: skip
+    assert churn.next_wake() is None and churn.cut_host is None
+    assert [c["host"] for c in churn.cuts] == ["h1", "h2", "h3"]
+    assert all(c["healed_at_s"] - c["cut_at_s"] == 3.0 for c in churn.cuts)
+    assert PartitionChurn(hosts=3, every_s=0.0, cut_s=3.0, window_s=35.0).next_wake() is None  # off
