@@ -238,7 +238,9 @@ def _decode_key_file(data: bytes, passphrase: str | None, path: Path) -> Ed25519
 def _parse_header(data: bytes, path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    # ValueError: also an integer of more than 4300 digits (sys.get_int_max_str_digits), which the
+    # JSON parser refuses with a plain ValueError rather than a JSONDecodeError.
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError):
         raise _corrupt(path, "not a kosmesh key file (not JSON, nor a libp2p private key)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise _corrupt(path, f'not a kosmesh key file (missing "format": "{FORMAT_NAME}")')

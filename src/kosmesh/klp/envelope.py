@@ -826,6 +826,13 @@ def _check_payload_fields(content_type: Any, enc: EncryptionInfo, comp: Compress
 # -- building and encoding -----------------------------------------------------------------------
 
 
+def _check_size(wire: bytes) -> None:
+    """Refuse to produce what every decoder refuses: a payload that inflated under the 16 MiB cap can
+    be echoed into a response far over the 1 MiB wire limit."""
+    if len(wire) > MAX_MESSAGE_BYTES:
+        _fail(REASON_MESSAGE_TOO_LARGE, f"{len(wire)} bytes > {MAX_MESSAGE_BYTES}")
+
+
 def _message_id_of(id_input: bytes) -> str:
     return hashlib.sha256(id_input).digest()[:16].hex()
 
@@ -855,8 +862,9 @@ def build_message(
     """Build a signed message: encode the payload, derive the content-addressed id, sign.
 
     ``data`` is a CBOR-able value for ``application/cbor``, else bytes. Raises EnvelopeError when
-    a field is out of bounds, or when ``source`` names a peer id that is not ``identity``'s (such a
-    message could never verify).
+    a field is out of bounds, when the message would exceed ``MAX_MESSAGE_BYTES`` (no decoder would
+    take it), or when ``source`` names a peer id that is not ``identity``'s (such a message could
+    never verify).
     """
     # (``type`` is a parameter here; the builtin is not needed.)
     type_ = type if type.__class__ is MessageType else _TYPES_BY_VALUE[MessageType(type).value]
@@ -908,6 +916,7 @@ def build_message(
     signature = identity.sign(signed)
     n = len(signature)
     wire = b"".join((b"\xa8", body, _K_SIGNATURE_64 if n == 64 else _K_SIGNATURE + _head(2, n), signature, tail))
+    _check_size(wire)
     payload = _fast(
         Payload,
         {
@@ -977,6 +986,7 @@ def _encodings(msg: KLPMessage) -> tuple[bytes, bytes, bytes]:
         msg.signature,
         _tail_cbor(msg.timestamp_ms),
     )
+    _check_size(wire)
     _cache_encodings(msg, id_input, signed, wire)
     return id_input, signed, wire
 
