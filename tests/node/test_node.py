@@ -70,6 +70,20 @@ async def test_custom_agent_and_agent_error(nodes: tuple[Node, Node]) -> None:
     assert (bad.status, bad.reason) == ("rejected", "expected text")
 
 
+async def test_an_answer_too_large_to_carry_is_a_rejection_not_a_silence(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+
+    @b.agent("inflate")
+    async def inflate(task: Task) -> Any:
+        return b"x" * (2 * 1024 * 1024)  # over the 1 MiB message limit
+
+    reply = await a.send_task(f"klp://{b.peer_id}/agents/inflate", "go", timeout=10)
+    assert reply.status == "rejected" and reply.reason is not None, reply
+    assert reply.reason.startswith("response_too_large"), reply.reason
+    again = await a.send_task(f"klp://{b.peer_id}/agents/echo", "still here")
+    assert again.result == "still here"
+
+
 async def test_unknown_agent_is_rejected(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     reply = await a.send_task(f"klp://{b.peer_id}/agents/nobody", {})
@@ -285,7 +299,7 @@ async def test_bad_inputs_are_node_errors(nodes: tuple[Node, Node]) -> None:
 
 
 async def test_a_known_but_unreachable_peer_says_why(tmp_path: Path) -> None:
-    async with connected_pair(tmp_path) as (a, b):
+    async with connected_pair(tmp_path) as (_, b):
         b_id = b.peer_id
     async with Node(tmp_path / "a", listen=LOOPBACK) as again:  # b is down; its address is on disk
         with pytest.raises(NodeError, match="dialing its known addresses failed: cannot reach"):

@@ -25,6 +25,7 @@ from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.klp import (
     PROTOCOL_ID,
     Accepted,
+    EnvelopeError,
     FrameReader,
     FramingError,
     KLPAddress,
@@ -296,9 +297,15 @@ class KLPService:
             stream.write(self._answer_frame(request, result))
 
     def _answer_frame(self, request: KLPMessage, result: ProcessingResult) -> bytes:
-        response = make_response(
-            self.identity, request, result, source=self.address, timestamp_ms=int(time.time() * 1000)
-        )
+        """The signed answer; one too large to carry becomes a rejection that says so, not a silence."""
+        now_ms = int(time.time() * 1000)
+        try:
+            response = make_response(self.identity, request, result, source=self.address, timestamp_ms=now_ms)
+            return encode_frame(encode_message(response))
+        except (EnvelopeError, FramingError) as exc:
+            detail = str(exc)[:200]
+        refusal = ProcessingResult("rejected", reason=f"response_too_large: {detail}")
+        response = make_response(self.identity, request, refusal, source=self.address, timestamp_ms=now_ms)
         return encode_frame(encode_message(response))
 
     def _note(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
