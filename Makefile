@@ -7,7 +7,7 @@ JS_STAMP := interop/js/node_modules/.installed
 RIG_STAMP := $(VENV)/.rig-deps
 RIG_APT := iproute2 nftables iptables libnetfilter-queue-dev
 
-.PHONY: install demo test test-fast lint bench interop-deps rig-deps clean
+.PHONY: install demo test test-fast lint bench fuzz soak interop-deps rig-deps clean
 
 install: $(STAMP)
 
@@ -53,6 +53,20 @@ lint: install
 bench: install
 	bash bench/setup_py_libp2p.sh
 	$(BIN)/python bench/harness.py
+
+# Every fuzz target (tests/fuzz) under atheris for FUZZ_SECONDS each; make test runs them briefly.
+# A crasher lands in tests/fuzz/corpus/<target>/ and is replayed by make test from then on.
+FUZZ_SECONDS ?= 30
+
+fuzz: install
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,fuzz]'
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+# Sustained load across the rig with faults (root). E.g. make soak SOAK_ARGS="--minutes 10 --rate 20 --loss 10"
+SOAK_ARGS ?= --minutes 2
+
+soak: install rig-deps
+	$(BIN)/python -m tests.rig.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-libp2p interop/js/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
