@@ -157,3 +157,13 @@ def test_hostile_bytes_raise_only_peer_id_errors(data: bytes) -> None:
         return
     assert PeerId.from_string(peer.to_base58()) == peer
     assert PeerId.from_string(peer.to_cid()) == peer
+
+
+def test_a_non_canonical_spelling_of_a_key_yields_no_key() -> None:
+    key = Ed25519PrivateKey.generate().public_key
+    canonical = key.to_protobuf()  # field 1 (type) then field 2 (data)
+    padded = canonical + bytes((0x08, 0x01))  # field 1 again: a lenient decoder takes the same key
+    other = PeerId(bytes((0x00, len(padded))) + padded)
+    assert other != PeerId.from_public_key(key)
+    assert other.extract_public_key() is None  # so it can sign nothing and earn no trust of its own
+    assert PeerId.from_public_key(key).extract_public_key() == key

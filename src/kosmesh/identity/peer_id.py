@@ -88,13 +88,18 @@ class PeerId:
         return "b" + base64.b32encode(raw).decode().lower().rstrip("=")
 
     def extract_public_key(self) -> Ed25519PublicKey | None:
-        """The public key inlined in an identity multihash, or None for hashed ids."""
+        """The public key inlined in an identity multihash, or None for hashed ids.
+
+        Only the canonical spelling yields a key: a protobuf with extra or repeated fields decodes
+        to the same key under another id, which would split anything keyed by peer id (trust).
+        """
         if self._bytes[0] != MULTIHASH_IDENTITY:
             return None
         try:
-            return decode_public_key(self._bytes[2:])
+            key = decode_public_key(self._bytes[2:])
         except KeyError_:
             return None
+        return key if key.to_protobuf() == self._bytes[2:] else None
 
     def matches(self, key: Ed25519PublicKey) -> bool:
         return PeerId.from_public_key(key) == self
