@@ -173,8 +173,24 @@ def test_rejected_carries_the_message_only_once_authenticated() -> None:
     forged = processor().check(tampered(_flip_signature, seal=False), T0)
     assert isinstance(forged, Rejected) and forged.message is None
     late = processor().check(wire(ttl=10), T0 + 11)
-    assert isinstance(late, Rejected) and late.reason == "expired"
-    assert late.message == make(ttl=10)
+    assert isinstance(late, Rejected) and late.reason == "expired" and late.message is not None
+    original = make(ttl=10)
+    assert (late.message.message_id, late.message.source, late.message.metadata) == (
+        original.message_id, original.source, original.metadata)  # fmt: skip
+    assert late.message.payload.data is None  # refused before its payload was worth decoding
+
+
+def test_a_replay_is_refused_before_its_payload_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kosmesh.klp import envelope
+
+    decoded = []
+    real = envelope._decode_payload_data
+    monkeypatch.setattr(envelope, "_decode_payload_data", lambda *a: decoded.append(1) or real(*a))
+    p = processor()
+    assert isinstance(p.check(wire(), T0), Accepted) and len(decoded) == 1
+    again = p.check(wire(), T0 + 1)
+    assert isinstance(again, Rejected) and again.reason == "replay"
+    assert len(decoded) == 1  # the replay cost no payload decode
 
 
 def test_replay_is_rejected_until_the_entry_expires() -> None:

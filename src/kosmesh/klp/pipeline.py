@@ -212,23 +212,26 @@ class KLPProcessor:
             )
         if not key.verify(envelope.signature, envelope.signed):
             return Rejected(REASON_INVALID_SIGNATURE)
-        try:
-            message = envelope.to_message(self.max_message_bytes)
-        except EnvelopeError as exc:
-            return Rejected(exc.reason, None, exc.detail)
-
+        # Time and replay checks come before the payload is inflated and decoded, so a captured
+        # message replayed at us costs a signature check, not a payload decode each time.
         sent = envelope.timestamp_ms / 1000.0
         skew = self.max_clock_skew_s
         if not math.isfinite(now) or abs(now - sent) > skew:
-            return Rejected(REASON_TIMESTAMP_OUT_OF_WINDOW, message, f"sent {sent - now:+.3f}s from now")
+            return Rejected(REASON_TIMESTAMP_OUT_OF_WINDOW, envelope.to_message(decode_payload=False),
+                            f"sent {sent - now:+.3f}s from now")  # fmt: skip
         ttl = envelope.metadata.ttl
         if now > sent + ttl:
-            return Rejected(REASON_EXPIRED, message, f"expired {now - sent - ttl:.3f}s ago")
+            return Rejected(REASON_EXPIRED, envelope.to_message(decode_payload=False),
+                            f"expired {now - sent - ttl:.3f}s ago")  # fmt: skip
         # Past min(ttl, skew) the message fails one of the two checks above, so its id need not
         # be remembered longer than that.
         problem = self.replay_cache.add(envelope.metadata.message_id, sent + min(ttl, skew), now)
         if problem is not None:
-            return Rejected(problem, message)
+            return Rejected(problem, envelope.to_message(decode_payload=False))
+        try:
+            message = envelope.to_message(self.max_message_bytes)
+        except EnvelopeError as exc:
+            return Rejected(exc.reason, None, exc.detail)
 
         trust = envelope.metadata.trust_requirements
         if trust.minimum_trust_score > 0.0:
