@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kosmesh import Node
+from kosmesh.node.agents import Task
 from kosmesh.node.config import ConfigError, NodeConfig, RedialConfig, WireConfig, load_config, write_config
 from kosmesh.node.redial import JITTER, Redialer, RedialPolicy
 from tests.waiting import wait_for
@@ -171,3 +174,50 @@ async def test_a_dialed_peer_is_redialed_and_the_dialed_side_does_not_dial_back(
         conn.abort("cut by the test")
         await wait_for(lambda: (c := a.host.connection_to(b.peer_id)) is not None and c is not conn)
         assert str(a.peer_id) not in b.redialer.targets
+
+
+async def test_a_task_timeout_on_a_stalled_connection_drops_it_and_the_next_task_redials(tmp_path: Path) -> None:
+    cfg = fast_redial()
+    cfg.wire = WireConfig(probe_timeout_s=0.3)
+    a = Node(tmp_path / "a", config=cfg)
+    b = Node(tmp_path / "b", config=fast_redial())
+    async with a, b:
+        stalled = await a.connect(str(b.host.listen_addrs[0]))
+        b_side = await wait_for(lambda: b.host.connection_to(a.peer_id))
+        assert b_side._transport is not None
+        b_side._transport.pause_reading()  # b stops reading: to a, the link has gone silent
+        try:
+            await a.send_task(f"klp://{b.peer_id}/agents/echo", "into the void", timeout=0.3)
+        except Exception as exc:
+            assert "no response within" in str(exc)
+        else:
+            raise AssertionError("a task over a stalled connection was answered")
+        await wait_for(lambda: stalled.closed)  # the probe got no pong and dropped it
+        assert "ping" in (stalled.close_reason or "")
+        fresh = await wait_for(lambda: a.host.connection_to(b.peer_id))
+        assert fresh is not stalled
+        reply = await a.send_task(f"klp://{b.peer_id}/agents/echo", "through a fresh connection")
+        assert reply.result == "through a fresh connection"
+
+
+async def test_a_slow_agent_does_not_get_its_connection_dropped(tmp_path: Path) -> None:
+    cfg = fast_redial()
+    cfg.wire = WireConfig(probe_timeout_s=0.5)
+    a = Node(tmp_path / "a", config=cfg)
+    b = Node(tmp_path / "b", config=fast_redial())
+    release = asyncio.Event()
+
+    @b.agent("slow")
+    async def slow(task: Task) -> Any:
+        await release.wait()
+        return task.data
+
+    async with a, b:
+        conn = await a.connect(str(b.host.listen_addrs[0]))
+        try:
+            await a.send_task(f"klp://{b.peer_id}/agents/slow", "wait", timeout=0.2)
+        except Exception as exc:
+            assert "no response within" in str(exc)
+        await wait_for(lambda: not a._probing)  # the probe ran and got its pong
+        release.set()
+        assert not conn.closed and a.host.connection_to(b.peer_id) is conn

@@ -41,6 +41,7 @@ class WireConfig:
     keepalive_interval_s: float = 15.0  # a yamux ping this often on every connection
     idle_timeout_s: float = 60.0  # a peer silent this long (not even a pong) is dropped
     dial_timeout_s: float = 10.0  # a dial (TCP connect + handshake) that takes longer fails
+    probe_timeout_s: float = 3.0  # after a task times out, a connection that cannot answer a ping this fast is dropped
 
 
 @dataclass(slots=True)
@@ -80,8 +81,8 @@ class NodeConfig:
             raise ConfigError("klp.workers and klp.queue_capacity must be positive")
         if not 0 < self.wire.keepalive_interval_s < self.wire.idle_timeout_s:
             raise ConfigError("wire.keepalive_interval_s must be positive and below wire.idle_timeout_s")
-        if self.wire.dial_timeout_s <= 0:
-            raise ConfigError("wire.dial_timeout_s must be positive")
+        if self.wire.dial_timeout_s <= 0 or self.wire.probe_timeout_s <= 0:
+            raise ConfigError("wire.dial_timeout_s and wire.probe_timeout_s must be positive")
         if not 0 < self.redial.min_s <= self.redial.max_s:
             raise ConfigError("redial.min_s must be positive and at most redial.max_s")
         if self.redial.give_up_s < 0:
@@ -151,6 +152,7 @@ task_timeout_s = {cfg.klp.task_timeout_s}
 keepalive_interval_s = {cfg.wire.keepalive_interval_s}   # ping every connection this often
 idle_timeout_s = {cfg.wire.idle_timeout_s}          # drop a peer silent this long
 dial_timeout_s = {cfg.wire.dial_timeout_s}          # give up a dial after this long
+probe_timeout_s = {cfg.wire.probe_timeout_s}         # after a task timeout: no pong this fast, redial
 
 [redial]   # seeds and peers we dialed are redialed when their connection drops
 min_s = {cfg.redial.min_s}

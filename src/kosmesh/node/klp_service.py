@@ -61,6 +61,10 @@ class TaskError(Exception):
     """A task could not be delivered or answered (timeout, no connection, bad response)."""
 
 
+class TaskTimeout(TaskError):
+    """No answer in time: the peer may be slow, or the connection may be silently stalled."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskReply:
     """The verified answer to a request."""
@@ -85,7 +89,7 @@ class _Job:
 
 def _expire(fut: asyncio.Future[KLPMessage], timeout: float) -> None:
     if not fut.done():
-        fut.set_exception(TaskError(f"no response within {timeout:g}s"))
+        fut.set_exception(TaskTimeout(f"no response within {timeout:g}s"))
 
 
 def _close_unstarted(coro: types.CoroutineType[Any, Any, Any]) -> None:
@@ -330,8 +334,17 @@ class KLPService:
         source: KLPAddress | None = None,
         trust_requirements: TrustRequirements | None = None,
     ) -> TaskReply:
-        """Send one signed request over ``conn`` and wait for its verified response."""
-        channel = await self._channel(conn)
+        """Send one signed request over ``conn`` and wait for its verified response.
+
+        ``timeout`` covers it all, opening the KLP stream included: on a stalled connection the
+        stream's negotiation is what hangs first.
+        """
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                channel = await self._channel(conn)
+        except TimeoutError:
+            raise TaskTimeout(f"no response within {timeout:g}s (opening the KLP stream)") from None
         message = build_message(
             self.identity,
             type=type,
@@ -344,9 +357,9 @@ class KLPService:
             timestamp_ms=int(time.time() * 1000),
         )
         self.stats["sent"] += 1
-        started = time.perf_counter()
-        response = await channel.call(message, timeout)
-        rtt = (time.perf_counter() - started) * 1000
+        sent_at = time.perf_counter()
+        response = await channel.call(message, max(timeout - (sent_at - started), 0.001))
+        rtt = (time.perf_counter() - sent_at) * 1000
         result = parse_response(response)
         return TaskReply(
             status=result.status,

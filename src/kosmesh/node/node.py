@@ -43,7 +43,7 @@ from kosmesh.klp import (
 )
 from kosmesh.node.agents import AgentError, AgentHandler, AgentRegistry, Task, echo_agent
 from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_config, write_config
-from kosmesh.node.klp_service import KLPService, Outcome, TaskError, TaskReply
+from kosmesh.node.klp_service import KLPService, Outcome, TaskError, TaskReply, TaskTimeout
 from kosmesh.node.redial import Redialer, RedialPolicy, RedialTarget
 from kosmesh.node.storage import Storage
 from kosmesh.wire.connection import Connection, ConnectionLimits
@@ -119,6 +119,7 @@ class Node:
         redial = self.config.redial
         self.redialer = Redialer(RedialPolicy(min_s=redial.min_s, max_s=redial.max_s, give_up_s=redial.give_up_s))
         self._redial_wake = asyncio.Event()
+        self._probing: set[str] = set()
         self._trust: dict[str, float] = {}
         self.klp: KLPService | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -524,8 +525,33 @@ class Node:
             )
         except EnvelopeError as exc:
             raise NodeError(f"cannot send this task: {exc.detail or exc.reason}") from None
+        except TaskTimeout as exc:
+            self._probe(conn)
+            raise NodeError(f"task to {target} failed: {exc}") from None
         except (TaskError, ConnectionError) as exc:
             raise NodeError(f"task to {target} failed: {exc}") from None
+
+    def _probe(self, conn: Connection) -> None:
+        """After a timeout, ping the connection; one that cannot answer is dropped, so a retry redials.
+
+        A connection through a cut link stays up until the idle timeout, and once the link heals
+        TCP may take seconds more to retransmit; a fresh connection gets through at once.
+        """
+        if conn.connection_id in self._probing or conn.closed:
+            return
+        self._probing.add(conn.connection_id)
+
+        async def probe() -> None:
+            try:
+                await conn.ping(timeout=self.config.wire.probe_timeout_s)
+            except (TimeoutError, ConnectionError) as exc:
+                log.info("dropping connection %s to %s: no pong (%s)", conn.connection_id, conn.remote_peer_id,
+                         exc or "timeout")  # fmt: skip
+                conn.abort("no answer to a ping after a task timed out")
+            finally:
+                self._probing.discard(conn.connection_id)
+
+        self._spawn(probe())
 
     async def _dial_known(self, peer: PeerId) -> Connection:
         rows = await self.storage.query("SELECT addrs FROM peers WHERE peer_id=?", (str(peer),))

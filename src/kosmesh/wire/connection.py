@@ -661,7 +661,11 @@ class Connection(asyncio.Protocol):
         # A plain timer rather than asyncio.timeout (cheaper per stream): on expiry it aborts the
         # negotiation, which fails the waiter with this reason; agreement or reset disarms it.
         self._arm_negotiation_timeout(stream, f"no answer negotiating {protocols[0]}")
-        await waiter
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self._abort_negotiation(stream, "cancelled")  # nobody will use it: leave nothing open
+            raise
         return stream
 
     async def ping(self, timeout: float = 10.0) -> float:
