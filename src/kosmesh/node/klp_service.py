@@ -358,7 +358,10 @@ class KLPService:
         )
         self.stats["sent"] += 1
         sent_at = time.perf_counter()
-        response = await channel.call(message, max(timeout - (sent_at - started), 0.001))
+        try:
+            response = await channel.call(message, max(timeout - (sent_at - started), 0.001))
+        except TaskTimeout:
+            raise TaskTimeout(f"no response within {timeout:g}s") from None
         rtt = (time.perf_counter() - sent_at) * 1000
         result = parse_response(response)
         return TaskReply(
