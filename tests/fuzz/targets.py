@@ -29,7 +29,7 @@ import pickle
 import random
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ from kosmesh.klp import (
     signing_bytes,
     verify_signature,
 )
+from kosmesh.klp import envelope as envelope_module
 from kosmesh.klp.address import signer_key_for
 from kosmesh.klp.envelope import encode_data
 from kosmesh.wire.identify import (
@@ -1006,28 +1007,8 @@ _GROWN_LIMIT = 2 << 20
 _GROWN_HEAD = 9  # bytes kept once when a payload is grown: room for a CBOR array head with a 64-bit count
 
 
-class _RefuseTags(Mapping[int, Any]):
-    """cbor2 semantic decoders that claim every tag and refuse it: no datetimes, regexes or shared
-    (cyclic) references are built from fuzz bytes."""
-
-    def __getitem__(self, tag: int) -> Any:
-        return _refuse_tag
-
-    def __contains__(self, tag: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def _refuse_tag(*_args: Any) -> Any:
-    raise ValueError("tags are not used in overrides")
-
-
-_NO_TAGS = _RefuseTags()
+# The envelope's own tag refusal: cbor2 builds no datetimes, regexes or shared (cyclic) references.
+_NO_TAGS, _refuse_tag = envelope_module._NO_TAGS, envelope_module._reject_tag
 
 
 def _cbor_item(raw: bytes) -> Any:
