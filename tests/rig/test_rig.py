@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from kosmesh.node.config import DB_FILE, NodeConfig, RedialConfig, WireConfig
 from kosmesh.node.process import NodeProcess
 from tests.rig import faults
-from tests.rig.netns import Host, Rig, RigUnavailable, check_available, namespace_pids
+from tests.rig.netns import Host, Rig, RigUnavailable, check_available, list_namespaces, namespace_pids
 from tests.rig.nodes import connected_peers, start_nodes, status, wait_until
 
 # Short timers so a cut link is noticed in seconds: ping every 0.5 s, drop after 2 s of silence.
@@ -203,3 +204,27 @@ def test_a_node_killed_under_load_loses_nothing_and_the_rest_keep_serving(
     again = drive(hosts[1], nodes[1], [victim], count=3, timeout=5, retries=3)
     assert again["completed"] == 3, again
     print(f"victim answered {len(ids)} tasks before kill -9, all on disk; survivors: {[r['sent'] for r in results]}")
+
+
+def test_ctrl_c_on_the_rig_cli_tears_everything_down() -> None:
+    _require_rig()
+    argv = [sys.executable, "-m", "tests.rig", "up", "--hosts", "2", "--loss", "5", "--delay-ms", "10"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("running"):
+                break
+        suffix = lines[0].split()[1].rstrip(":")  # "rig <suffix>: 2 hosts in … s"
+        assert any(suffix in name for name in list_namespaces()), lines
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "left behind: nothing" in out, out
+    assert not [name for name in list_namespaces() if suffix in name]
