@@ -340,11 +340,13 @@ class KLPService:
         stream's negotiation is what hangs first.
         """
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                channel = await self._channel(conn)
-        except TimeoutError:
-            raise TaskTimeout(f"no response within {timeout:g}s (opening the KLP stream)") from None
+        channel = self._channels.get(conn.connection_id)
+        if channel is None or not channel.usable:  # the per-request path skips the timeout context
+            try:
+                async with asyncio.timeout(timeout):
+                    channel = await self._open_channel(conn)
+            except TimeoutError:
+                raise TaskTimeout(f"no response within {timeout:g}s (opening the KLP stream)") from None
         message = build_message(
             self.identity,
             type=type,
@@ -374,10 +376,7 @@ class KLPService:
             message_id=message.metadata.message_id,
         )
 
-    async def _channel(self, conn: Connection) -> _Channel:
-        channel = self._channels.get(conn.connection_id)
-        if channel is not None and channel.usable:
-            return channel
+    async def _open_channel(self, conn: Connection) -> _Channel:
         stream = await conn.open_stream(PROTOCOL_ID)
         channel = _Channel(stream, self.processor, conn.remote_peer_id)
         self._channels[conn.connection_id] = channel
