@@ -16,20 +16,45 @@ class ClientError(Exception):
 
 
 class NodeClient:
+    """One node's control API. If the node restarts (a new port and token in its home), the next
+    call that cannot reach the old address finds the new one and is sent there once."""
+
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.base, self.token = self._locate()
+
+    def _locate(self) -> tuple[str, str]:
         try:
-            info = json.loads((home / API_FILE).read_text())
-            self.base = f"http://127.0.0.1:{int(info['port'])}"
-            self.token = (home / TOKEN_FILE).read_text().strip()
+            info = json.loads((self.home / API_FILE).read_text())
+            return f"http://127.0.0.1:{int(info['port'])}", (self.home / TOKEN_FILE).read_text().strip()
         except FileNotFoundError:
             raise ClientError(
-                f"no running node for home {home}; start one with `kosmesh --home {home} node run`"
+                f"no running node for home {self.home}; start one with `kosmesh --home {self.home} node run`"
             ) from None
         except (ValueError, KeyError, OSError) as exc:
-            raise ClientError(f"cannot read the node's API info in {home}: {exc}") from None
+            raise ClientError(f"cannot read the node's API info in {self.home}: {exc}") from None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+        try:
+            return self._send(method, path, body, timeout)
+        except _Unreachable as exc:
+            try:
+                moved = self._locate()
+            except ClientError:
+                moved = (self.base, self.token)
+            if moved == (self.base, self.token):
+                raise ClientError(
+                    f"node at {self.base} is not answering ({exc}); is `kosmesh node run` still running?"
+                ) from None
+            self.base, self.token = moved  # the node restarted: same home, new port
+        try:
+            return self._send(method, path, body, timeout)
+        except _Unreachable as exc:
+            raise ClientError(
+                f"node at {self.base} is not answering ({exc}); is `kosmesh node run` still running?"
+            ) from None
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.base + path,
@@ -47,7 +72,8 @@ class NodeClient:
                 message = str(exc)
             raise ClientError(message) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ClientError(
-                f"node at {self.base} is not answering ({reason}); is `kosmesh node run` still running?"
-            ) from None
+            raise _Unreachable(str(getattr(exc, "reason", exc))) from None
+
+
+class _Unreachable(Exception):
+    """The API address did not answer (refused, reset, timed out)."""
