@@ -7,7 +7,7 @@ Open loop: client ``c``'s task ``k`` is due ``k / rate`` seconds after the start
 staggered within one period). A pool of workers per client takes the next due task, waits for
 its time and sends it, so a slow reply shows up as latency, and once every worker is busy, as
 tasks started late (counted) — never as a quietly lower offered load. Hard bounded: nothing new
-starts after ``--seconds``; tasks still in flight get at most ``timeout x (retries + 1)`` more
+starts after ``--seconds``; tasks still in flight get at most ``straggler_bound_s(timeout, retries)`` more
 and are then counted lost.
 
 Stdout, one JSON object a line: ``{"event": "ready", ...}`` once the ``--connect`` dials are
@@ -35,6 +35,7 @@ from typing import Any
 
 from kosmesh.cli.client import ClientError, NodeClient
 
+RETRY_PAUSE_S = 0.5  # before retry n after a failed call: n x this
 HTTP_MARGIN_S = 5.0  # the node answers within the task timeout; the HTTP call waits a little longer
 MAX_ERROR_TEXT = 200
 MAX_DISTINCT_ERRORS = 50
@@ -200,6 +201,9 @@ def send_verified(
             )
         except ClientError as exc:
             tally.attempt_failed(_short(str(exc)))
+            # A refused dial or a restarting node fails at once: pause so the retries span the
+            # seconds a restart takes instead of being spent in the same instant.
+            time.sleep(max(0.0, min(RETRY_PAUSE_S * attempt, give_up_at - time.monotonic())))
             continue
         status = reply.get("status")
         if status == "processed" and reply.get("result") == payload:
@@ -214,6 +218,11 @@ def send_verified(
         if wait_before_retry > 0:
             time.sleep(max(0.0, min(wait_before_retry, give_up_at - time.monotonic())))  # the node asked for it
     return False, attempt
+
+
+def straggler_bound_s(timeout: float, retries: int) -> float:
+    """The longest one task can take: every attempt timing out, and the pauses between them."""
+    return float(timeout * (retries + 1) + RETRY_PAUSE_S * retries * (retries + 1) / 2)
 
 
 @dataclass
@@ -231,7 +240,7 @@ class LoadPlan:
     @property
     def straggler_bound_s(self) -> float:
         """How long a task sent just before the window closes may still take."""
-        return self.timeout * (self.retries + 1)
+        return straggler_bound_s(self.timeout, self.retries)
 
 
 class _ClientSlots:

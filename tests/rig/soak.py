@@ -1,11 +1,12 @@
 """``python -m tests.rig.soak``: sustained load across the rig with faults injected, then a report.
 
     python -m tests.rig.soak [--hosts 5] [--clients 2] [--rate 10] [--minutes 2] [--loss 5] [--delay-ms 20]
-                             [--partition-every S --partition-s D] [--json-out PATH]
+                             [--partition-every S --partition-s D] [--kill-every K] [--json-out PATH]
 
 Builds the rig, starts one node per host, has every node dial every other one, injects the
 faults (loss and delay on every host's way out; optionally every S seconds one host in turn cut
-off from all the others for D seconds, then healed), then runs ``tests.rig.load`` inside every
+off from all the others for D seconds, then healed; every K seconds one node in turn killed
+with SIGKILL and restarted from its home), then runs ``tests.rig.load`` inside every
 host's namespace, each sending to the echo agents of all the other nodes. Every node's RSS is
 sampled at the start, every few seconds and at the end. The report (a table per node plus
 totals; ``--json-out`` writes it all as JSON) says what was offered, sent, completed and lost.
@@ -39,7 +40,7 @@ from rich.table import Table
 
 from kosmesh.node.process import NodeProcess, NodeProcessError
 from tests.rig import faults
-from tests.rig.load import latency_stats
+from tests.rig.load import latency_stats, straggler_bound_s
 from tests.rig.netns import Host, Rig, RigError, RigUnavailable, check_available
 from tests.rig.nodes import start_nodes
 
@@ -94,6 +95,7 @@ class HostRun:
     client_exit_code: int | None = None
     client_output_done: bool = False  # its stdout reached EOF: nothing more will come
     client_stderr: list[str] = field(default_factory=list)
+    restarts: int = 0  # kill -9 and restart from its home; RSS samples then come from the new process
 
 
 def _rss_view(samples: list[tuple[float, int | None]]) -> dict[str, Any]:
@@ -163,6 +165,7 @@ def assemble_report(
                 "host": run.name,
                 "peer_id": run.peer_id,
                 "alive_at_end": run.alive_at_end,
+                "restarts": run.restarts,
                 "node_exit_code": run.node_exit_code,
                 "connect_errors": (run.ready or {}).get("connect_errors", []),
                 "load": load,
@@ -222,6 +225,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         f"for {config['seconds']:g} s, {config['loss']}% loss, {config['delay_ms']:g} ms delay"
         + (f", a {config['partition_s']:g} s cut every {config['partition_every_s']:g} s"
            if config.get("partition_every_s") else "")
+        + (f", a kill -9 every {config['kill_every_s']:g} s" if config.get("kill_every_s") else "")
     )
     for column in ("node", "sent", "completed", "lost", "retried", "late", "p50 ms", "p99 ms", "max ms", "tasks/s",
                    "RSS MB start→end", "growth MB", "alive"):  # fmt: skip
@@ -250,6 +254,10 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     held = "yes" if totals["load_held"] else f"NO ({totals['unsent']} of {totals['offered']} offered never sent)"
     console.print(f"offered {totals['offered']}, load held: {held}, started late: {totals['late']}", highlight=False)
+    if config.get("kills"):
+        kills = ", ".join(f"{k['host']} at {k['killed_at_s']:g} s (back in {k['back_after_s']} s)"
+                          for k in config["kills"])  # fmt: skip
+        console.print(f"kill -9 and restart: {kills}", highlight=False)
     if config.get("partitions"):
         cuts = ", ".join(f"{c['host']} {c['cut_at_s']:g} to {c['healed_at_s'] or '?'} s" for c in config["partitions"])
         console.print(f"partitions: {cuts}", highlight=False)
@@ -340,6 +348,31 @@ class PartitionChurn:
         return None
 
 
+@dataclass
+class KillChurn:
+    """Every ``every_s`` of the load window (half a period after the cuts start), the next host in
+    turn has its node killed with SIGKILL and restarted from its home at once."""
+
+    hosts: int
+    every_s: float
+    window_s: float
+    kills: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        first = self.every_s / 2
+        self.next_kill: float | None = first if self.every_s > 0 and first < self.window_s else None
+
+    def step(self, elapsed: float) -> int | None:
+        """The index of the host whose node to kill now, if any."""
+        if self.next_kill is None or elapsed < self.next_kill:
+            return None
+        host = len(self.kills) % self.hosts
+        following = self.next_kill + self.every_s
+        self.next_kill = following if following < self.window_s else None
+        self.kills.append({"host": f"h{host + 1}", "killed_at_s": round(elapsed, 2), "back_after_s": None})
+        return host
+
+
 class Soak:
     """One soak run; ``run()`` always tears down, and everything seen is kept for the report."""
 
@@ -359,10 +392,11 @@ class Soak:
         self.stopped_by_signal = False
         self.failure: str | None = None
         self.churn = PartitionChurn(args.hosts, args.partition_every, args.partition_s, args.seconds)
+        self.killer = KillChurn(args.hosts, args.kill_every, args.seconds)
 
     @property
     def straggler_bound_s(self) -> float:
-        return float(self.args.timeout * (self.args.retries + 1))
+        return straggler_bound_s(self.args.timeout, self.args.retries)
 
     def run(self, homes: Path) -> None:
         try:
@@ -474,12 +508,13 @@ class Soak:
             if now >= finish_by:
                 self.failure = "load clients did not finish within their own bound"
                 break
-            churn_at = self.churn.next_wake()
-            wake = min(next_rss, next_progress, finish_by, math.inf if churn_at is None else self.go_at + churn_at)
+            faults_at = [t for t in (self.churn.next_wake(), self.killer.next_kill) if t is not None]
+            wake = min(next_rss, next_progress, finish_by, self.go_at + min(faults_at, default=math.inf))
             with contextlib.suppress(queue.Empty):
                 self._handle(*self.events.get(timeout=max(0.01, wake - now)))
             now = time.monotonic()
             self._churn(now - self.go_at)
+            self._kill(now - self.go_at)
             if now >= next_rss:
                 self._sample_rss()
                 next_rss += RSS_EVERY_S
@@ -488,6 +523,21 @@ class Soak:
                 next_progress += args.progress_s
         self._sample_rss()
         self._print_progress(time.monotonic() - self.go_at)
+
+    def _kill(self, elapsed: float) -> None:
+        index = self.killer.step(elapsed)
+        if index is None:
+            return
+        node, run = self.nodes[index], self.runs[index]
+        node.kill()  # SIGKILL, under load
+        started = time.monotonic()
+        node.start()  # from its home: same identity, same address, the tasks it kept
+        self.killer.kills[-1]["back_after_s"] = round(time.monotonic() - started, 2)
+        assert node.proc is not None
+        run.node_pid = node.proc.pid
+        run.restarts += 1
+        back = self.killer.kills[-1]["back_after_s"]
+        self._say(f"[{elapsed:6.1f} s] killed h{index + 1} (kill -9); back in {back} s")
 
     def _churn(self, elapsed: float) -> None:
         action = self.churn.step(elapsed)
@@ -557,6 +607,7 @@ class Soak:
             "hosts": args.hosts, "clients": args.clients, "rate": args.rate, "seconds": args.seconds,
             "loss": args.loss, "delay_ms": args.delay_ms, "timeout": args.timeout, "retries": args.retries,
             "partition_every_s": args.partition_every, "partition_s": args.partition_s, "partitions": self.churn.cuts,
+            "kill_every_s": args.kill_every, "kills": self.killer.kills,
             "command": "python -m tests.rig.soak " + shlex.join(args.argv),
         }  # fmt: skip
         return assemble_report(
@@ -579,6 +630,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partition-every", type=float, default=0.0,
                         help="cut one host (in turn) off from the others this often, in seconds (0: never)")
     parser.add_argument("--partition-s", type=float, default=3.0, help="how long each cut lasts")
+    parser.add_argument("--kill-every", type=float, default=0.0,
+                        help="kill -9 one node (in turn) this often, in seconds; it restarts from its home (0: never)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per task attempt")
     parser.add_argument("--retries", type=int, default=3, help="attempts after the first")
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
@@ -590,6 +643,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("a soak needs at least 2 hosts")
     if args.clients < 1 or args.rate <= 0 or args.seconds <= 0 or args.timeout <= 0 or args.retries < 0:
         parser.error("clients, rate, minutes and timeout must be positive, retries not negative")
+    if args.kill_every < 0:
+        parser.error("--kill-every must not be negative")
     cut_too_long = bool(args.partition_every) and args.partition_s >= args.partition_every
     if args.partition_every < 0 or args.partition_s <= 0 or cut_too_long:
         parser.error("partitions: --partition-s must be positive and shorter than --partition-every")
@@ -600,7 +655,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def hard_deadline_s(args: argparse.Namespace) -> float:
     """Setup, the load window, its stragglers and the clients' grace: past this everything is torn down."""
-    return float(SETUP_ALLOWANCE_S + args.seconds + args.timeout * (args.retries + 1) + CLIENT_GRACE_S)
+    return SETUP_ALLOWANCE_S + args.seconds + straggler_bound_s(args.timeout, args.retries) + CLIENT_GRACE_S
 
 
 def main(argv: list[str] | None = None) -> int:

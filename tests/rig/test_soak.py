@@ -22,7 +22,7 @@ from kosmesh.node.config import API_FILE, TOKEN_FILE
 from tests.rig import faults
 from tests.rig.load import LoadPlan, Schedule, Tally, percentile, run_load
 from tests.rig.netns import RigUnavailable, check_available
-from tests.rig.soak import HostRun, PartitionChurn, assemble_report, read_rss_kib, render_report
+from tests.rig.soak import HostRun, KillChurn, PartitionChurn, assemble_report, read_rss_kib, render_report
 from tests.rig.soak import main as soak_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,7 +246,7 @@ def test_rss_is_read_from_proc() -> None:
 
 @pytest.mark.rig
 @pytest.mark.multiprocess
-def test_short_soak_loses_nothing_under_loss_delay_and_partitions(tmp_path: Path) -> None:
+def test_short_soak_loses_nothing_under_loss_delay_partitions_and_a_kill(tmp_path: Path) -> None:
     try:
         check_available()
         faults.check_available()
@@ -256,7 +256,7 @@ def test_short_soak_loses_nothing_under_loss_delay_and_partitions(tmp_path: Path
     hosts, clients, rate, seconds = 3, 2, 5, 10
     argv = [sys.executable, "-m", "tests.rig.soak", "--hosts", str(hosts), "--clients", str(clients),
             "--rate", str(rate), "--seconds", str(seconds), "--loss", "5", "--delay-ms", "20",
-            "--partition-every", "4", "--partition-s", "1", "--json-out", str(out)]  # fmt: skip
+            "--partition-every", "4", "--partition-s", "1", "--kill-every", "8", "--json-out", str(out)]  # fmt: skip
     soak = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = soak.communicate(timeout=SOAK_TIMEOUT_S)
@@ -279,6 +279,9 @@ def test_short_soak_loses_nothing_under_loss_delay_and_partitions(tmp_path: Path
         assert node["rss"]["samples"] >= 2 and node["rss"]["start_kib"] and node["rss"]["end_kib"], node["rss"]
     cuts = report["config"]["partitions"]
     assert [c["host"] for c in cuts] == ["h1", "h2"] and all(c["healed_at_s"] for c in cuts), cuts
+    kills = report["config"]["kills"]
+    assert [k["host"] for k in kills] == ["h1"] and kills[0]["back_after_s"] is not None, kills  # at 4 s
+    assert [n["restarts"] for n in report["nodes"]] == [1, 0, 0], report["nodes"]
     assert report["rig"]["leftovers"] == [] and report["verdict"]["ok"], report["verdict"]
 
 
@@ -291,3 +294,11 @@ def test_partition_churn_cuts_each_host_in_turn_inside_the_window_and_always_hea
     assert [c["host"] for c in churn.cuts] == ["h1", "h2", "h3"]
     assert all(c["healed_at_s"] - c["cut_at_s"] == 3.0 for c in churn.cuts)
     assert PartitionChurn(hosts=3, every_s=0.0, cut_s=3.0, window_s=35.0).next_wake() is None  # off
+
+
+def test_kill_churn_kills_each_host_in_turn_half_a_period_in() -> None:
+    killer = KillChurn(hosts=2, every_s=10.0, window_s=40.0)
+    kills = [(t / 2, h) for t in range(0, 100) if (h := killer.step(t / 2)) is not None]
+    assert kills == [(5.0, 0), (15.0, 1), (25.0, 0), (35.0, 1)]
+    assert killer.next_kill is None and [k["host"] for k in killer.kills] == ["h1", "h2", "h1", "h2"]
+    assert KillChurn(hosts=2, every_s=0.0, window_s=40.0).step(100.0) is None  # off
