@@ -29,7 +29,7 @@ import pickle
 import random
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -405,18 +405,7 @@ def multistream_listener(data: bytes) -> bool:
     )
     if opt & 1:
         assert listener.initiate() == HEADER
-    fed = bytearray()
-    for chunk in _reads(body, opt >> 2):
-        fed += chunk
-        try:
-            listener.receive_data(chunk)
-        except MultistreamError:
-            return _fails_again(lambda: listener.receive_data(b"\x00"), MultistreamError)
-        if listener.selected is not None:
-            assert listener.selected in _SUPPORTED
-            _check_agreement(bytes(fed), listener.selected, listener.unconsumed())
-            return True
-    return False
+    return _negotiate(listener, _reads(body, opt >> 2), _SUPPORTED)
 
 
 def _multistream_dialer_seeds() -> dict[str, bytes]:
@@ -436,16 +425,21 @@ def multistream_dialer(data: bytes) -> bool:
     dialer.initiate()
     if opt & 1:
         body = HEADER + body
+    return _negotiate(dialer, _reads(body, opt >> 1), _PROPOSALS)
+
+
+def _negotiate(side: MultistreamListener | MultistreamDialer, chunks: Iterable[bytes], allowed: Sequence[str]) -> bool:
+    """Feed ``chunks`` until agreement (checked against what was fed) or a sticky failure."""
     fed = bytearray()
-    for chunk in _reads(body, opt >> 1):
+    for chunk in chunks:
         fed += chunk
         try:
-            dialer.receive_data(chunk)
+            side.receive_data(chunk)
         except MultistreamError:
-            return _fails_again(lambda: dialer.receive_data(b"\x00"), MultistreamError)
-        if dialer.selected is not None:
-            assert dialer.selected in _PROPOSALS
-            _check_agreement(bytes(fed), dialer.selected, dialer.unconsumed())
+            return _fails_again(lambda: side.receive_data(b"\x00"), MultistreamError)
+        if side.selected is not None:
+            assert side.selected in allowed
+            _check_agreement(bytes(fed), side.selected, side.unconsumed())
             return True
     return False
 
