@@ -1,6 +1,6 @@
 """``python -m tests.rig``: build the rig by hand, look for leftovers, sweep them.
 
-    python -m tests.rig up --hosts 5 [--loss 10] [--delay-ms 50]   # nodes run until Ctrl-C
+    python -m tests.rig up --hosts 5 [--loss 10] [--delay-ms 50] [--fast-timers]   # nodes run until Ctrl-C
     python -m tests.rig check                                       # exit 1 if rig namespaces exist
     python -m tests.rig sweep                                       # remove what dead runs left
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from kosmesh.node.process import NodeProcess, NodeProcessError
 from tests.rig import faults
 from tests.rig.netns import Rig, RigError, RigUnavailable, list_namespaces, sweep
-from tests.rig.nodes import start_nodes
+from tests.rig.nodes import FAST_TIMERS, start_nodes
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -39,7 +39,7 @@ def _up(args: argparse.Namespace) -> int:
         try:
             rig.up()
             print(f"rig {rig.suffix}: {args.hosts} hosts in {rig.setup_s:.3f} s")
-            start_nodes(rig, Path(tmp), nodes)
+            start_nodes(rig, Path(tmp), nodes, FAST_TIMERS if args.fast_timers else None)
             for host, node in zip(rig.hosts, nodes, strict=True):
                 print(f"  h{host.index}  {host.namespace}  {node.addrs[0]}")
                 print(f"      ip netns exec {host.namespace} kosmesh --home {node.home} status")
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=5)
     up.add_argument("--loss", type=int, default=0, help="percent of packets dropped on each host's way out")
     up.add_argument("--delay-ms", type=float, default=0, help="delay added on each host's way out")
+    up.add_argument("--fast-timers", action="store_true",
+                    help="keepalive 0.5 s, idle timeout 2 s, redial within 1 s: a cut is noticed in seconds")
     sub.add_parser("check", help="list rig namespaces that exist now; exit 1 if any")
     sub.add_parser("sweep", help="delete namespaces of runs whose process is gone")
     args = parser.parse_args(argv)

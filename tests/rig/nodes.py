@@ -10,12 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kosmesh.node.config import NodeConfig, write_config
+from kosmesh.node.config import NodeConfig, RedialConfig, WireConfig, write_config
 from kosmesh.node.process import NodeProcess
 from tests.rig.netns import Host, Rig
 
 PORT = 4001
 T = TypeVar("T")
+
+# Short timers so a cut link is noticed in seconds: ping every 0.5 s, drop after 2 s of silence.
+FAST_TIMERS = NodeConfig(
+    wire=WireConfig(keepalive_interval_s=0.5, idle_timeout_s=2.0, dial_timeout_s=2.0),
+    redial=RedialConfig(min_s=0.2, max_s=1.0, give_up_s=120.0),
+)
 
 
 def start_nodes(rig: Rig, homes: Path, started: list[Any], config: NodeConfig | None = None) -> list[NodeProcess]:

@@ -1,4 +1,4 @@
-"""The rig itself, and signed tasks across it under loss and delay (issue 3)."""
+"""The rig itself, and signed tasks across it under loss, delay, partitions and kill -9 (issue 3)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,11 @@ from typing import Any
 
 import pytest
 
-from kosmesh.node.config import DB_FILE, NodeConfig, RedialConfig, WireConfig
+from kosmesh.node.config import DB_FILE
 from kosmesh.node.process import NodeProcess
 from tests.rig import faults
 from tests.rig.netns import Host, Rig, RigUnavailable, check_available, list_namespaces, namespace_pids
-from tests.rig.nodes import connected_peers, start_nodes, status, wait_until
-
-# Short timers so a cut link is noticed in seconds: ping every 0.5 s, drop after 2 s of silence.
-QUICK = NodeConfig(
-    wire=WireConfig(keepalive_interval_s=0.5, idle_timeout_s=2.0, dial_timeout_s=2.0),
-    redial=RedialConfig(min_s=0.2, max_s=1.0, give_up_s=120.0),
-)
+from tests.rig.nodes import FAST_TIMERS, connected_peers, start_nodes, status, wait_until
 
 pytestmark = [pytest.mark.rig, pytest.mark.multiprocess]
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +120,7 @@ def test_signed_tasks_complete_under_loss_and_delay(rig5: Rig, tmp_path: Path, n
 def test_partitioned_nodes_reconnect_on_their_own_after_healing(
     rig5: Rig, tmp_path: Path, node_processes: list[object]
 ) -> None:
-    nodes = start_nodes(rig5, tmp_path, node_processes, QUICK)
+    nodes = start_nodes(rig5, tmp_path, node_processes, FAST_TIMERS)
     hosts = rig5.hosts
     seed = nodes[0].peer_id
     for host, node in zip(hosts[1:], nodes[1:], strict=True):
@@ -159,7 +153,7 @@ def test_partitioned_nodes_reconnect_on_their_own_after_healing(
 def test_a_node_killed_under_load_loses_nothing_and_the_rest_keep_serving(
     rig5: Rig, tmp_path: Path, node_processes: list[object]
 ) -> None:
-    nodes = start_nodes(rig5, tmp_path, node_processes, QUICK)
+    nodes = start_nodes(rig5, tmp_path, node_processes, FAST_TIMERS)
     hosts = rig5.hosts
     for i in range(1, 5):  # a full mesh: h1 is everyone's seed; the others connect to each other
         for j in range(i + 1, 5):
