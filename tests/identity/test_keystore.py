@@ -253,6 +253,7 @@ def test_tampered_plain_key_bytes(key: Ed25519PrivateKey, key_path: Path) -> Non
     [
         (lambda d: d.update(version=2), "version"),
         (lambda d: d.update(version=True), "version"),
+        (lambda d: d.update(version=1.0), "version"),
         (lambda d: d.update(format="something-else"), "not a kosmesh key file"),
         (lambda d: d.update(type="rsa"), "key type"),
         (lambda d: d.update(encrypted="no"), "encrypted"),

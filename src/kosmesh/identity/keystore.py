@@ -245,7 +245,7 @@ def _parse_header(data: bytes, path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise _corrupt(path, f'not a kosmesh key file (missing "format": "{FORMAT_NAME}")')
     version = doc.get("version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:  # not True, not 1.0
         shown = str(version)[:16]
         raise _corrupt(path, f"unsupported key file version {shown!r} (expected {FORMAT_VERSION})")
     if doc.get("type") != KEY_TYPE:
