@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,3 +16,14 @@ async def wait_for(check: Callable[[], T], timeout: float = 5.0) -> T:
         while not (value := check()):
             await asyncio.sleep(0.005)
         return value
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``check`` (blocking, for conditions seen through other processes) until it returns
+    something truthy; fail saying ``what`` was awaited after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+        time.sleep(0.1)
+    return value

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kosmesh.node.config import NodeConfig, RedialConfig, WireConfig, write_config
 from kosmesh.node.process import NodeProcess
 from tests.rig.netns import Host, Rig
 
 PORT = 4001
-T = TypeVar("T")
 
 # Short timers so a cut link is noticed in seconds: ping every 0.5 s, drop after 2 s of silence.
 FAST_TIMERS = NodeConfig(
@@ -60,13 +57,3 @@ def status(host: Host, node: NodeProcess) -> dict[str, Any]:
 
 def connected_peers(host: Host, node: NodeProcess) -> set[str]:
     return {c["peer_id"] for c in status(host, node)["connections"]}
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
-        time.sleep(0.1)
-    return value

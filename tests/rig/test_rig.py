@@ -18,7 +18,8 @@ from kosmesh.node.config import DB_FILE
 from kosmesh.node.process import NodeProcess
 from tests.rig import faults
 from tests.rig.netns import Host, Rig, RigUnavailable, check_available, list_namespaces, namespace_pids
-from tests.rig.nodes import FAST_TIMERS, connected_peers, start_nodes, status, wait_until
+from tests.rig.nodes import FAST_TIMERS, connected_peers, start_nodes, status
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.rig, pytest.mark.multiprocess]
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ class ClientError(Exception):
 
 class NodeClient:
     """One node's control API. If the node restarts (a new port and token in its home), the next
-    call that cannot reach the old address finds the new one and is sent there once."""
+    call that cannot reach the old address finds the new one and is sent there."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -38,21 +38,21 @@ class NodeClient:
         try:
             return self._send(method, path, body, timeout)
         except _Unreachable as exc:
-            try:
-                moved = self._locate()
-            except ClientError:
-                moved = (self.base, self.token)
-            if moved == (self.base, self.token):
+            if not self._relocate():
                 raise ClientError(
                     f"node at {self.base} is not answering ({exc}); is `kosmesh node run` still running?"
                 ) from None
-            self.base, self.token = moved  # the node restarted: same home, new port
+        return self.call(method, path, body, timeout)  # the node restarted: same home, new port
+
+    def _relocate(self) -> bool:
+        """Re-read the home's API file; True if it names another address or token than ours."""
         try:
-            return self._send(method, path, body, timeout)
-        except _Unreachable as exc:
-            raise ClientError(
-                f"node at {self.base} is not answering ({exc}); is `kosmesh node run` still running?"
-            ) from None
+            found = self._locate()
+        except ClientError:
+            return False
+        moved = found != (self.base, self.token)
+        self.base, self.token = found
+        return moved
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
         data = json.dumps(body).encode() if body is not None else None

@@ -23,7 +23,6 @@ class RedialTarget:
     key: str  # the peer id, or the address of a seed whose peer id we have not learned yet
     addrs: list[str]
     forever: bool  # a seed: never given up
-    peer_id: str | None = None
     connected: bool = False
     failures: int = 0
     failing_since: float | None = None
@@ -55,7 +54,7 @@ class Redialer:
         """A seed: dial now, and redial whenever it is not connected, for as long as we run."""
         key = peer_id or addr
         if key not in self.targets:
-            self.targets[key] = RedialTarget(key, [addr], forever=True, peer_id=peer_id, due_at=now)
+            self.targets[key] = RedialTarget(key, [addr], forever=True, due_at=now)
 
     def keep_peer(self, peer_id: str, addrs: list[str], now: float, *, connected: bool) -> None:
         """A peer we dialed (or knew before a restart): redial it if the connection drops."""
@@ -65,7 +64,7 @@ class Redialer:
         if target is None:
             if len(self.targets) >= self.max_targets:
                 return
-            target = self.targets[peer_id] = RedialTarget(peer_id, [], forever=False, peer_id=peer_id)
+            target = self.targets[peer_id] = RedialTarget(peer_id, [], forever=False)
             target.due_at = None if connected else now
         for addr in addrs:
             if addr not in target.addrs:
@@ -90,7 +89,7 @@ class Redialer:
         """Any connection to ``peer_id`` is up; a seed dialed by address learns its peer id here."""
         if dialed_addr is not None and dialed_addr in self.targets:
             seed = self.targets.pop(dialed_addr)
-            seed.key = seed.peer_id = peer_id
+            seed.key = peer_id
             existing = self.targets.get(peer_id)
             if existing is not None:
                 seed.addrs += [a for a in existing.addrs if a not in seed.addrs]
