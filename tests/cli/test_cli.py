@@ -238,3 +238,21 @@ def test_status_shows_a_lost_seed_and_the_node_reconnects_on_its_own(tmp_path: P
 
 def wait_for_status(home: Path, check: Callable[[dict[str, Any]], bool], timeout: float = 15) -> None:
     wait_until(lambda: check(json.loads(kosmesh(home, "status", "--json").stdout)), timeout, "the node's status")
+
+
+def test_a_client_follows_its_node_across_a_restart(tmp_path: Path) -> None:
+    from kosmesh.cli.client import ClientError, NodeClient
+
+    node = NodeProcess(tmp_path / "n").start()
+    try:
+        client = NodeClient(node.home)
+        first = client.call("GET", "/v1/status")["peer_id"]
+        old_base = client.base
+        node.kill()  # kill -9: the API's old port is gone
+        with pytest.raises(ClientError, match="not answering"):
+            client.call("GET", "/v1/status", timeout=5)
+        node.start()  # same home: a new API port and token
+        assert client.call("GET", "/v1/status")["peer_id"] == first
+        assert client.base != old_base
+    finally:
+        node.stop()
