@@ -39,6 +39,7 @@ from _common import (
 )
 
 from kosmesh import Node
+from kosmesh.agents import Task
 from kosmesh.identity import PeerId
 from kosmesh.klp import (
     PROTOCOL_ID as KLP_PROTOCOL,
@@ -53,7 +54,6 @@ from kosmesh.klp import (
     encode_message,
     parse_response,
 )
-from kosmesh.node.agents import Task
 
 HOST = "127.0.0.1"
 IN_FLIGHT = 16

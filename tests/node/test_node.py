@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from kosmesh import Node
+from kosmesh.agents import AgentError, Task
 from kosmesh.klp import Priority
-from kosmesh.node.agents import AgentError, Task
 from kosmesh.node.config import NodeConfig
 from kosmesh.node.node import NodeError
 
@@ -49,7 +49,7 @@ async def test_echo_task_round_trip(nodes: tuple[Node, Node]) -> None:
 async def test_task_is_recorded_before_the_reply(nodes: tuple[Node, Node]) -> None:
     a, b = nodes
     reply = await a.send_task(f"klp://{b.peer_id}/agents/echo", "persist me")
-    rows = await b.storage.query("SELECT status, agent, request FROM tasks WHERE task_id=?", (reply.message_id,))
+    rows = await b.storage.db.query("SELECT status, agent, request FROM tasks WHERE task_id=?", (reply.message_id,))
     assert [(r["status"], r["agent"], r["request"]) for r in rows] == [("processed", "echo", '"persist me"')]
 
 
@@ -121,7 +121,7 @@ async def test_inline_agents_answer_refuse_and_fail_like_async_ones(nodes: tuple
     assert (refused.status, refused.reason) == ("rejected", "not today")
     crashed = await a.send_task(target, "crash")
     assert (crashed.status, crashed.reason) == ("rejected", "agent_error")
-    rows = await b.storage.query("SELECT task_id, status FROM tasks WHERE agent='count' ORDER BY seq")
+    rows = await b.storage.db.query("SELECT task_id, status FROM tasks WHERE agent='count' ORDER BY seq")
     assert [(r["task_id"], r["status"]) for r in rows] == [
         (ok.message_id, "processed"), (refused.message_id, "rejected"), (crashed.message_id, "rejected")
     ]
@@ -145,11 +145,12 @@ async def test_slow_async_agent_times_out(tmp_path: Path) -> None:
 async def test_a_task_that_cannot_be_recorded_is_not_acknowledged(nodes: tuple[Node, Node]) -> None:
     """The answer is the acknowledgement: if the task's record cannot be committed, no 'processed'."""
     a, b = nodes
-    assert b.storage._db is not None
-    b.storage._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON tasks BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    assert b.storage.db._db is not None
+    refuse = "CREATE TRIGGER refuse BEFORE INSERT ON tasks BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    b.storage.db._db.execute(refuse)
     reply = await a.send_task(f"klp://{b.peer_id}/agents/echo", "lost?")
     assert (reply.status, reply.reason) == ("rejected", "internal_error")
-    b.storage._db.execute("DROP TRIGGER refuse")
+    b.storage.db._db.execute("DROP TRIGGER refuse")
     assert (await a.send_task(f"klp://{b.peer_id}/agents/echo", "kept")).status == "processed"
 
 
@@ -160,7 +161,7 @@ async def test_many_tasks_in_flight_each_get_their_own_answer(nodes: tuple[Node,
     replies = await asyncio.gather(*(a.send_task(target, {"i": i}) for i in range(64)))
     assert [r.result for r in replies] == [{"i": i} for i in range(64)]
     assert all(r.status == "processed" for r in replies)
-    rows = await b.storage.query("SELECT count(*) AS n FROM tasks WHERE agent='echo'")
+    rows = await b.storage.db.query("SELECT count(*) AS n FROM tasks WHERE agent='echo'")
     assert rows[0]["n"] == 64
 
 
@@ -354,7 +355,7 @@ async def test_busy_workers_drain_the_queue_in_priority_order(tmp_path: Path) ->
 async def test_idle_klp_stream_is_dropped_and_reopened(
     nodes: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kosmesh.node import klp_service
+    from kosmesh.klp import endpoint as klp_service
 
     a, b = nodes
     await hellos_done(a, b)

@@ -11,14 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kosmesh import Node
-from kosmesh.node.agents import Task
+from kosmesh.agents import Task
+from kosmesh.discovery.redial import JITTER, Redialer, RedialPolicy
+from kosmesh.discovery.redial_service import RedialService
 from kosmesh.node.config import ConfigError, NodeConfig, RedialConfig, WireConfig, load_config, write_config
-from kosmesh.node.redial import JITTER, Redialer, RedialPolicy
 from tests.waiting import wait_for
 
 SEED = "/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWseed"
 PEER = "12D3KooWpeer"
 PEER_ADDR = f"/ip4/10.0.0.2/tcp/4001/p2p/{PEER}"
+
+
+def redialer(node: Node) -> Redialer:
+    return node.driver.get(RedialService).redialer
 
 
 def schedule(min_s: float = 1.0, max_s: float = 8.0, give_up_s: float = 30.0) -> Redialer:
@@ -151,7 +156,7 @@ async def test_node_redials_its_seed_after_the_seed_restarts(tmp_path: Path) -> 
             await wait_for(lambda: b.host.connection_to(seed.peer_id))
             await seed.stop()
             await wait_for(lambda: b.host.connection_to(seed.peer_id) is None)
-            await wait_for(lambda: b.redialer.targets[str(seed.peer_id)].failures >= 2)  # it keeps trying
+            await wait_for(lambda: redialer(b).targets[str(seed.peer_id)].failures >= 2)  # it keeps trying
             seed = Node(tmp_path / "seed", listen=[f"/ip4/127.0.0.1/tcp/{port}"])
             await seed.start()  # same home, same peer id, same port
             await wait_for(lambda: b.host.connection_to(seed.peer_id), timeout=10)
@@ -168,12 +173,12 @@ async def test_a_dialed_peer_is_redialed_and_the_dialed_side_does_not_dial_back(
     async with a, b:
         await a.connect(str(b.host.listen_addrs[0]))
         await wait_for(lambda: b.host.connection_to(a.peer_id))
-        assert str(a.peer_id) not in b.redialer.targets  # b was dialed: a does the redialing
+        assert str(a.peer_id) not in redialer(b).targets  # b was dialed: a does the redialing
         conn = a.host.connection_to(b.peer_id)
         assert conn is not None
         conn.abort("cut by the test")
         await wait_for(lambda: (c := a.host.connection_to(b.peer_id)) is not None and c is not conn)
-        assert str(a.peer_id) not in b.redialer.targets
+        assert str(a.peer_id) not in redialer(b).targets
 
 
 async def test_a_task_timeout_on_a_stalled_connection_drops_it_and_the_next_task_redials(tmp_path: Path) -> None:

@@ -52,6 +52,20 @@ class RedialConfig:
 
 
 @dataclass(slots=True)
+class StorageConfig:
+    """How much history node.db keeps (see kosmesh.storage.Retention); pruned every retention_interval_s."""
+
+    tasks_max_rows: int = 1_000_000
+    tasks_max_age_days: float = 30.0
+    messages_max_rows: int = 100_000
+    messages_max_age_days: float = 7.0
+    connections_max_rows: int = 100_000
+    connections_max_age_days: float = 7.0
+    peers_max_rows: int = 10_000
+    retention_interval_s: float = 60.0
+
+
+@dataclass(slots=True)
 class TrustConfig:
     default_score: float = 5.0
     peers: dict[str, float] = field(default_factory=dict)
@@ -67,6 +81,7 @@ class NodeConfig:
     klp: KLPConfig = field(default_factory=KLPConfig)
     wire: WireConfig = field(default_factory=WireConfig)
     redial: RedialConfig = field(default_factory=RedialConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
 
     def validate(self) -> None:
@@ -87,6 +102,13 @@ class NodeConfig:
             raise ConfigError("redial.min_s must be positive and at most redial.max_s")
         if self.redial.give_up_s < 0:
             raise ConfigError("redial.give_up_s must not be negative")
+        st = self.storage
+        if min(st.tasks_max_rows, st.messages_max_rows, st.connections_max_rows, st.peers_max_rows) < 1:
+            raise ConfigError("storage.*_max_rows must be at least 1")
+        if min(st.tasks_max_age_days, st.messages_max_age_days, st.connections_max_age_days) <= 0:
+            raise ConfigError("storage.*_max_age_days must be positive")
+        if st.retention_interval_s <= 0:
+            raise ConfigError("storage.retention_interval_s must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +131,7 @@ def load_config(home: Path) -> NodeConfig:
         api = raw.get("api", {})
         cfg.api_host = str(api.get("host", cfg.api_host))
         cfg.api_port = int(api.get("port", cfg.api_port))
-        for name in ("klp", "wire", "redial"):
+        for name in ("klp", "wire", "redial", "storage"):
             section = getattr(cfg, name)
             for key, value in raw.get(name, {}).items():
                 if not hasattr(section, key):
@@ -158,6 +180,16 @@ probe_timeout_s = {cfg.wire.probe_timeout_s}         # after a task timeout: no 
 min_s = {cfg.redial.min_s}
 max_s = {cfg.redial.max_s}
 give_up_s = {cfg.redial.give_up_s}   # forget a non-seed peer after failing this long
+
+[storage]   # history kept in node.db; the oldest rows go first
+tasks_max_rows = {cfg.storage.tasks_max_rows}
+tasks_max_age_days = {cfg.storage.tasks_max_age_days}
+messages_max_rows = {cfg.storage.messages_max_rows}
+messages_max_age_days = {cfg.storage.messages_max_age_days}
+connections_max_rows = {cfg.storage.connections_max_rows}
+connections_max_age_days = {cfg.storage.connections_max_age_days}
+peers_max_rows = {cfg.storage.peers_max_rows}   # least recently seen peers are forgotten first
+retention_interval_s = {cfg.storage.retention_interval_s}
 
 [trust]
 default_score = {cfg.trust.default_score}   # 0-10, for peers with no other record

@@ -1,4 +1,4 @@
-"""The Node: one object wiring identity, wire, KLP, agents and storage.
+"""The Node: a composition root, a host and a list of services over one home.
 
 Use it in-process::
 
@@ -7,47 +7,38 @@ Use it in-process::
         reply = await node.send_task("klp://12D3KooW…/agents/echo", {"hi": 1})
 
 or as a process with ``kosmesh node run``. Everything it learns is kept in the home
-(``config.toml``, ``identity.key``, ``node.db``) and survives a restart.
+(``config.toml``, ``identity.key``, ``node.db``) and survives a restart. The protocols live in
+services (``kosmesh.node.services`` lists them); this class owns the home, starts and stops
+the services, and offers the SDK's few entry points.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from kosmesh import __version__
+from kosmesh.agents import AgentHandler, AgentRegistry, echo_agent
+from kosmesh.discovery.peer_book import PeerBookService
+from kosmesh.discovery.redial_service import RedialService
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.identity.did_key import did_key_from_public_key
 from kosmesh.identity.keystore import load_or_create_key
-from kosmesh.klp import (
-    PROTOCOL_ID as KLP_PROTOCOL,
-)
-from kosmesh.klp import (
-    AddressError,
-    EnvelopeError,
-    KLPAddress,
-    KLPMessage,
-    KLPProcessor,
-    MessageType,
-    Priority,
-    ProcessingResult,
-)
-from kosmesh.node.agents import AgentError, AgentHandler, AgentRegistry, Task, echo_agent
+from kosmesh.klp import AddressError, EnvelopeError, KLPAddress, MessageType, Priority
+from kosmesh.klp.endpoint import KLPEndpoint, TaskError, TaskReply, TaskTimeout
 from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_config, write_config
-from kosmesh.node.klp_service import KLPService, Outcome, TaskError, TaskReply, TaskTimeout
-from kosmesh.node.redial import Redialer, RedialPolicy, RedialTarget
-from kosmesh.node.storage import Storage
+from kosmesh.node.driver import ServiceDriver
+from kosmesh.node.services import build_services
+from kosmesh.storage import Storage
+from kosmesh.trust.service import TrustError, TrustService
 from kosmesh.wire.connection import Connection, ConnectionLimits
-from kosmesh.wire.host import DialError, Host, HostLimits, PeerInfo
+from kosmesh.wire.host import DialError, Host, HostLimits
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 
 log = logging.getLogger(__name__)
@@ -58,8 +49,6 @@ ROLE_CAPABILITIES = {
     "archive": ["archive_services"],
     "validator": ["validation_services"],
 }
-SUPPORTED_TYPES = frozenset({MessageType.TASK_REQUEST, MessageType.TASK_RESPONSE, MessageType.PEER_DISCOVERY})
-RECONNECT_KNOWN_PEERS = 16
 
 
 class NodeError(Exception):
@@ -116,13 +105,14 @@ class Node:
             agent_version=f"kosmesh/{__version__}",
             limits=HostLimits(dial_timeout=wire.dial_timeout_s, connection=limits),
         )
-        redial = self.config.redial
-        self.redialer = Redialer(RedialPolicy(min_s=redial.min_s, max_s=redial.max_s, give_up_s=redial.give_up_s))
-        self._redial_wake = asyncio.Event()
+        self.driver = ServiceDriver(self.host)
+        for service in build_services(self):
+            self.driver.add(service)
+        self.klp = self.driver.get(KLPEndpoint)
+        self.klp.processor.supported_types = frozenset(MessageType(t) for t in self.driver.message_types)
+        self.trust = self.driver.get(TrustService)
+        self.peer_book = self.driver.get(PeerBookService)
         self._probing: set[str] = set()
-        self._trust: dict[str, float] = {}
-        self.klp: KLPService | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.started_at = 0.0
         self._running = False
         self._lock_fd: int | None = None
@@ -165,13 +155,11 @@ class Node:
             raise
 
     async def _abort_start(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.host.close()
-        if self.klp is not None:
-            with contextlib.suppress(Exception):
-                await self.klp.close()
-        with contextlib.suppress(Exception):
-            await self.storage.close()
+        for step in (self.driver.stop, self.host.close, self.storage.close):
+            try:
+                await step()
+            except Exception:
+                log.exception("cleaning up a failed start: %s failed", step.__qualname__)
         self._unlock_home()
 
     async def _start(self) -> None:
@@ -179,31 +167,7 @@ class Node:
             await self.storage.open()
         except sqlite3.Error as exc:
             raise NodeError(f"cannot open {self.storage.path}: {exc}") from None
-        for row in await self.storage.trusted_agents():
-            self._trust[row["authority"]] = max(self._trust.get(row["authority"], 0.0), row["level"])
-        cfg = self.config.klp
-        processor = KLPProcessor(
-            local_peer_id=self.peer_id,
-            max_message_bytes=cfg.max_message_bytes,
-            max_clock_skew_s=cfg.max_clock_skew_s,
-            trust_score=self.trust_score,
-            supported_types=SUPPORTED_TYPES,
-        )
-        self.klp = KLPService(
-            identity=self.identity,
-            processor=processor,
-            dispatch=self._dispatch,
-            record=self._record,
-            workers=cfg.workers,
-            queue_capacity=cfg.queue_capacity,
-            default_ttl=cfg.default_ttl,
-            on_message=self._log_message,
-        )
-        self.storage.after_commit.append(self.klp.flush_answers)  # answers kept by one commit leave together
-        self.host.set_stream_handler(KLP_PROTOCOL, self.klp.handle_stream)
-        self.host.on_connected.append(self._on_connected)
-        self.host.on_disconnected.append(self._on_disconnected)
-        self.host.on_identified.append(self._on_identified)
+        await self.driver.start()
         for addr in self.config.listen:
             try:
                 await self.host.listen(addr)
@@ -213,275 +177,48 @@ class Node:
                 raise NodeError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
         self.started_at = time.time()
         self._running = True
-        self._spawn(self._bootstrap())
 
     async def stop(self) -> None:
         if not self._running:
             return
         self._running = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.klp is not None:
-            await self.klp.close()
+        await self.driver.stop()
         await self.host.close()
         await self.storage.close()
         self._unlock_home()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _bootstrap(self) -> None:
-        """Keep the seeds and the peers we knew before a restart connected, for as long as we run."""
-        now = time.monotonic()
-        for addr in self.config.seeds:
-            with contextlib.suppress(MultiaddrError):
-                expected = Multiaddr.parse(addr).peer_id
-                if expected != self.peer_id:
-                    self.redialer.keep_seed(addr, now, str(expected) if expected else None)
-        for peer in (await self.storage.peers())[:RECONNECT_KNOWN_PEERS]:
-            addrs = [a if "/p2p/" in a else f"{a}/p2p/{peer['peer_id']}" for a in peer["addrs"][:2]]
-            if peer["peer_id"] != str(self.peer_id):
-                self.redialer.keep_peer(peer["peer_id"], addrs, now, connected=False)
-        await self._keep_connected()
-
-    async def _keep_connected(self) -> None:
-        """Dial what the redial schedule says is due; sleep until the next is due or a peer drops."""
-        while True:
-            for target in self.redialer.due(time.monotonic()):
-                self._spawn(self._redial(target))
-            next_due = self.redialer.next_due()
-            self._redial_wake.clear()
-            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._redial_wake.wait()
-
-    async def _redial(self, target: RedialTarget) -> None:
-        error: Exception | None = None
-        for addr in list(target.addrs):
-            try:
-                conn = await self.host.dial(addr)
-            except DialError as exc:
-                error = exc
-                continue
-            self.redialer.dial_succeeded(target.key, str(conn.remote_peer_id), time.monotonic())
-            return
-        log.info("redial %s failed (%d before): %s", target.key, target.failures, error)
-        self.redialer.dial_failed(target.key, time.monotonic())
-        self._redial_wake.set()
-
     # -- peers and trust -----------------------------------------------------------------
     def trust_score(self, peer: PeerId | str) -> float:
-        text = str(peer)
-        if text in self._trust:
-            return self._trust[text]
-        return self.config.trust.peers.get(text, self.config.trust.default_score)
+        return self.trust.score(peer)
 
     async def add_trusted_agent(self, address: str, level: float) -> float:
         try:
-            klp = KLPAddress.parse(address)
-        except AddressError as exc:
+            return await self.trust.trust_agent(address, level)
+        except TrustError as exc:
             raise NodeError(str(exc)) from None
-        if not 0 <= level <= 10:
-            raise NodeError("trust level must be between 0 and 10")
-        await self.storage.write(
-            "INSERT INTO trusted_agents(address, authority, level, added_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(address) DO UPDATE SET level=excluded.level",
-            (str(klp), klp.authority, level, time.time()),
-        )
-        rows = await self.storage.query(
-            "SELECT MAX(level) AS level FROM trusted_agents WHERE authority=?", (klp.authority,)
-        )
-        self._trust[klp.authority] = float(rows[0]["level"])
-        return level
 
     async def connect(self, addr: str) -> Connection:
-        """Dial a multiaddr (``/ip4/…/tcp/…/p2p/…``); returns the live connection."""
+        """Dial a multiaddr (``/ip4/…/tcp/…/p2p/…``); returns the live connection.
+
+        Without ``/p2p/`` whoever answers is accepted on first use and pinned to the address (a
+        warning is logged): a later dial there that meets another key is refused.
+        """
         try:
             ma = Multiaddr.parse(addr)
         except MultiaddrError as exc:
             raise NodeError(f"bad multiaddr: {exc}") from None
+        pinned = self.peer_book.pins.get(str(ma)) if ma.peer_id is None else None
+        if pinned is not None:
+            ma = ma.with_peer_id(PeerId.from_string(pinned))
         try:
             conn = await self.host.dial(ma)
         except DialError as exc:
-            raise NodeError(str(exc)) from None
+            hint = f" (the address is pinned to {pinned}, first met there)" if pinned else ""
+            raise NodeError(f"{exc}{hint}") from None
+        if ma.peer_id is None:
+            log.warning("%s has no /p2p/: trusting %s, which answered, and pinning it", addr, conn.remote_peer_id)
+            self.peer_book.pin(str(ma), conn.remote_peer_id)
         return conn
-
-    def _on_connected(self, conn: Connection) -> None:
-        addr = ""
-        if conn.remote_address is not None:
-            with contextlib.suppress(MultiaddrError, ValueError):
-                addr = str(Multiaddr.from_tcp(*conn.remote_address))
-        peer = str(conn.remote_peer_id)
-        if conn.direction == "outbound" and addr:  # we dialed it, so we are the side that redials it
-            self.redialer.keep_peer(peer, [f"{addr}/p2p/{peer}"], time.monotonic(), connected=True)
-        else:
-            self.redialer.connected(peer, time.monotonic())
-        self.storage.write_nowait(
-            "INSERT OR REPLACE INTO connections(connection_id, peer_id, direction, remote_addr, opened_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (conn.connection_id, str(conn.remote_peer_id), conn.direction, addr, time.time()),
-        )
-        self._spawn(self.storage.upsert_peer(str(conn.remote_peer_id)))
-
-    def _on_disconnected(self, conn: Connection) -> None:
-        if not self._running:
-            return
-        if self.host.connection_to(conn.remote_peer_id) is None:
-            self.redialer.disconnected(str(conn.remote_peer_id), time.monotonic())
-            self._redial_wake.set()
-        self.storage.write_nowait(
-            "UPDATE connections SET closed_at=?, close_reason=? WHERE connection_id=?",
-            (time.time(), conn.close_reason, conn.connection_id),
-        )
-        self.storage.write_nowait(
-            "UPDATE peers SET last_seen=? WHERE peer_id=?", (time.time(), str(conn.remote_peer_id))
-        )
-
-    def _on_identified(self, peer: PeerId, info: PeerInfo) -> None:
-        addrs = [str(a) for a in info.listen_addrs]
-        self._spawn(self.storage.upsert_peer(str(peer), addrs=addrs, agent_version=info.agent_version))
-        if KLP_PROTOCOL in info.protocols:
-            self._spawn(self._exchange_records(peer))
-
-    async def _exchange_records(self, peer: PeerId) -> None:
-        """PEER_DISCOVERY hello: each side learns the other's role, capabilities and agents."""
-        conn = self.host.connection_to(peer)
-        if conn is None or self.klp is None:
-            return
-        with contextlib.suppress(TaskError, ConnectionError, TimeoutError):
-            reply = await self.klp.request(
-                conn,
-                type=MessageType.PEER_DISCOVERY,
-                target=KLPAddress.for_node(peer),
-                data={"action": "hello", **self.node_record()},
-                timeout=10.0,
-            )
-            if reply.status == "processed" and isinstance(reply.result, dict):
-                await self._store_record(peer, reply.result)
-
-    async def _store_record(self, peer: PeerId, record: dict[str, Any]) -> None:
-        def strings(value: Any, limit: int = 64) -> list[str]:
-            if not isinstance(value, list):
-                return []
-            return [str(v)[:256] for v in value[:limit] if isinstance(v, str)]
-
-        role = record.get("role")
-        await self.storage.upsert_peer(
-            str(peer),
-            role=role if isinstance(role, str) and len(role) < 32 else None,
-            capabilities=strings(record.get("capabilities")),
-            agents=strings(record.get("agents"), 256),
-        )
-
-    def node_record(self) -> dict[str, Any]:
-        return {
-            "peer_id": str(self.peer_id),
-            "role": self.config.role,
-            "capabilities": ROLE_CAPABILITIES[self.config.role] + self.agents.capabilities(),
-            "agents": self.agents.names(),
-            "listen_addrs": [str(a) for a in self.host.listen_addrs],
-        }
-
-    # -- KLP dispatch --------------------------------------------------------------------
-    def _dispatch(self, message: KLPMessage) -> Outcome:
-        """A result now (inline agents, refusals) or an awaitable one (async agents, discovery)."""
-        if message.type == MessageType.TASK_REQUEST:
-            return self._start_task(message)
-        if message.type == MessageType.PEER_DISCOVERY:
-            return self._answer_discovery(message)
-        return ProcessingResult("rejected", reason="unsupported_message_type")
-
-    async def _answer_discovery(self, message: KLPMessage) -> ProcessingResult:
-        data = message.payload.data
-        peer = message.source.authority_peer_id()
-        if isinstance(data, dict) and peer is not None:
-            await self._store_record(peer, data)
-        return ProcessingResult("processed", data=self.node_record())
-
-    def _start_task(self, message: KLPMessage) -> Outcome:
-        name = message.target.agent_name()
-        spec = self.agents.get(name) if name is not None else None
-        if spec is None:
-            return ProcessingResult("rejected", reason="no_eligible_agents")
-        meta = message.metadata
-        task = Task(
-            task_id=meta.message_id,
-            agent=spec.name,
-            data=message.payload.data,
-            source=message.source,
-            priority=meta.priority,
-            correlation_id=meta.correlation_id,
-        )
-        try:
-            output = spec.handler(task)
-        except Exception as exc:
-            return self._agent_failure(spec.name, meta.message_id, exc)
-        if hasattr(type(output), "__await__"):
-            return self._await_agent(spec.name, meta.message_id, output)
-        return ProcessingResult("processed", data=output)
-
-    async def _await_agent(self, agent: str, task_id: str, output: Awaitable[Any]) -> ProcessingResult:
-        try:
-            async with asyncio.timeout(self.config.klp.task_timeout_s):
-                return ProcessingResult("processed", data=await output)
-        except TimeoutError:
-            return ProcessingResult("rejected", reason="agent_timeout")
-        except Exception as exc:
-            return self._agent_failure(agent, task_id, exc)
-
-    @staticmethod
-    def _agent_failure(agent: str, task_id: str, exc: Exception) -> ProcessingResult:
-        if isinstance(exc, AgentError):
-            return ProcessingResult("rejected", reason=exc.reason[:200])
-        log.error("agent %s failed on task %s", agent, task_id, exc_info=exc)
-        return ProcessingResult("rejected", reason="agent_error")
-
-    def _record(
-        self, message: KLPMessage, result: ProcessingResult, received_at: float, then: Callable[[Any], None]
-    ) -> None:
-        """Commit the task's record, then let its answer go: the answer is the acknowledgement."""
-        name = message.target.agent_name() if message.type == MessageType.TASK_REQUEST else None
-        if name is None or result.reason == "no_eligible_agents":
-            then(None)  # nothing was run, nothing to keep
-            return
-        self.storage.write_then(
-            "INSERT INTO tasks(task_id, agent, source, status, reason, request, result, received_at, completed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.metadata.message_id,
-                name,
-                str(message.source),
-                result.status,
-                result.reason,
-                _json_preview(message.payload.data),
-                _json_preview(result.data),
-                received_at,
-                time.time(),
-            ),
-            then,
-        )
-
-    def _log_message(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
-        if message is None or (status == "processed" and message.type == MessageType.TASK_REQUEST):
-            return  # unverifiable input is not worth a row; processed tasks have theirs in `tasks`
-        self.storage.write_nowait(
-            "INSERT INTO messages(message_id, direction, type, source, target, status, reason, logged_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                message.metadata.message_id,
-                direction,
-                message.type.value,
-                str(message.source),
-                str(message.target),
-                status,
-                reason,
-                time.time(),
-            ),
-        )
 
     # -- agents and tasks --------------------------------------------------------------
     def register_agent(
@@ -497,6 +234,16 @@ class Node:
             return handler
 
         return wrap
+
+    def node_record(self) -> dict[str, Any]:
+        """What this node tells peers about itself in record exchange."""
+        return {
+            "peer_id": str(self.peer_id),
+            "role": self.config.role,
+            "capabilities": ROLE_CAPABILITIES[self.config.role] + self.agents.capabilities(),
+            "agents": self.agents.names(),
+            "listen_addrs": [str(a) for a in self.host.listen_addrs],
+        }
 
     async def send_task(
         self,
@@ -515,14 +262,14 @@ class Node:
         peer = target.authority_peer_id()
         if peer is None:
             raise NodeError(f"cannot resolve {target.authority!r}: name records arrive with discovery; use a peer id")
-        if self.klp is None:
+        if not self._running:
             raise NodeError("node is not running")
         conn = self.host.connection_to(peer) or await self._dial_known(peer)
         try:
             return await self.klp.request(
                 conn, type=MessageType.TASK_REQUEST, target=target, data=data, timeout=timeout,
                 priority=priority, ttl=ttl,
-            )
+            )  # fmt: skip
         except EnvelopeError as exc:
             raise NodeError(f"cannot send this task: {exc.detail or exc.reason}") from None
         except TaskTimeout as exc:
@@ -551,11 +298,10 @@ class Node:
             finally:
                 self._probing.discard(conn.connection_id)
 
-        self._spawn(probe())
+        self.driver.spawn(probe(), f"probe of {conn.remote_peer_id}")
 
     async def _dial_known(self, peer: PeerId) -> Connection:
-        rows = await self.storage.query("SELECT addrs FROM peers WHERE peer_id=?", (str(peer),))
-        addrs = json.loads(rows[0]["addrs"]) if rows else []
+        addrs = await self.peer_book.known_addrs(peer)
         info = self.host.peer_info.get(peer)
         if info is not None:
             addrs = [str(a) for a in info.listen_addrs] + addrs
@@ -572,6 +318,7 @@ class Node:
     # -- views -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         conns = self.host.connections
+        services = self.driver.describe()
         return {
             "peer_id": str(self.peer_id),
             "did": self.did,
@@ -588,23 +335,24 @@ class Node:
                 for c in conns
             ],
             "agents": self.agents.describe(),
-            "klp": dict(self.klp.stats) if self.klp else {},
-            "redial": self.redialer.describe(time.monotonic()),
+            "klp": dict(self.klp.stats),
+            "redial": self.driver.get(RedialService).describe()["targets"],
+            "services": services,
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             "version": __version__,
         }
 
     async def peers(self) -> list[dict[str, Any]]:
         connected = {str(c.remote_peer_id) for c in self.host.connections}
+        pinned = {peer: addr for addr, peer in self.peer_book.pins.items()}
         out = []
-        for row in await self.storage.peers():
+        for row in await self.peer_book.peers():
             pid = row["peer_id"]
-            score = self.trust_score(pid)
             out.append(
                 {
                     "peer_id": pid,
                     "status": "connected" if pid in connected else "disconnected",
-                    "trust_score": score,
+                    "trust_score": self.trust.score(pid),
                     "role": row["role"],
                     "capabilities": row["capabilities"],
                     "agents": row["agents"],
@@ -613,6 +361,7 @@ class Node:
                     "last_seen": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["last_seen"]))
                     if pid not in connected
                     else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "pinned_address": pinned.get(pid),
                 }
             )
         return out
@@ -624,16 +373,3 @@ class Node:
         cfg["did"] = self.did
         cfg["home"] = str(self.home)
         return cfg
-
-
-def _json_preview(value: Any, limit: int = 4096) -> str:
-    """A short JSON view of task data for the task log; bytes are summarised, not rendered."""
-    if isinstance(value, bytes | bytearray):
-        return json.dumps(f"<{len(value)} bytes>")
-    if isinstance(value, str) and len(value) > limit:
-        value = value[:limit]
-    try:
-        text = json.dumps(value, default=repr)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text[:limit]

@@ -16,7 +16,7 @@ K = TypeVar("K")
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up."""
 
-    __slots__ = ("burst", "rate", "_stamp", "_tokens")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         if not rate > 0 or not burst > 0:

@@ -63,6 +63,14 @@ class Service:
         """
         raise NotImplementedError(f"service {self.name!r} declares message types but handles none")
 
+    def commit(
+        self, message: Any, result: Any, received_at: float, then: Callable[[BaseException | None], None]
+    ) -> None:
+        """Make durable what handling ``message`` did, then call ``then(None)`` (``then(error)`` if it
+        could not be kept). The answer to ``message`` leaves only after: it is the acknowledgement.
+        The default keeps nothing."""
+        then(None)
+
     def peer_connected(self, conn: Connection, now: float) -> None:
         """A connection to ``conn.remote_peer_id`` is secured, multiplexed and ready for streams."""
 

@@ -1,22 +1,23 @@
-"""The node's SQLite store (WAL mode): peers, connections, message log, tasks, trust.
+"""The SQLite engine under the node's store (WAL mode): group commits on the loop, checkpoints on a thread.
 
 Writes are group-committed: callers await their write, all writes of one event-loop
 iteration share one commit, and nothing is acknowledged to a remote before the commit
-that records it.
+that records it. The SQL itself lives in the table modules beside this one, behind named
+methods (``kosmesh.storage.Storage``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from kosmesh.storage.schema import migrate
 
 Params = Sequence[Any] | Mapping[str, Any]  # positional (?) or named (:name) SQL parameters
 # Told when a write is committed: a future to resolve, or a callback given the error (None if committed).
@@ -24,103 +25,12 @@ Acknowledge = asyncio.Future[None] | Callable[[BaseException | None], None]
 
 log = logging.getLogger(__name__)
 
-# Tasks are an append-only journal in arrival order (see MIGRATIONS[1]).
-TASKS_TABLE = """
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    source TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    request TEXT NOT NULL,
-    result TEXT,
-    received_at REAL NOT NULL,
-    completed_at REAL
-);
-"""
-
-SCHEMA = TASKS_TABLE + """
-CREATE TABLE IF NOT EXISTS peers (
-    peer_id TEXT PRIMARY KEY,
-    addrs TEXT NOT NULL DEFAULT '[]',
-    role TEXT NOT NULL DEFAULT '',
-    capabilities TEXT NOT NULL DEFAULT '[]',
-    agents TEXT NOT NULL DEFAULT '[]',
-    agent_version TEXT NOT NULL DEFAULT '',
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS connections (
-    connection_id TEXT PRIMARY KEY,
-    peer_id TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    remote_addr TEXT NOT NULL,
-    opened_at REAL NOT NULL,
-    closed_at REAL,
-    close_reason TEXT
-);
-CREATE TABLE IF NOT EXISTS messages (
-    message_id TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    type TEXT NOT NULL,
-    source TEXT NOT NULL,
-    target TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    logged_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_time ON messages(logged_at);
-CREATE TABLE IF NOT EXISTS trusted_agents (
-    address TEXT PRIMARY KEY,
-    authority TEXT NOT NULL,
-    level REAL NOT NULL,
-    added_at REAL NOT NULL
-);
-"""
-
-SCHEMA_VERSION = 1
-# Version 0 keyed `tasks` by its random content-addressed id: every insert landed on a random
-# B-tree page, ~3x the cost of appending (measured 16-21 us vs 4-11 us per row). Tasks are now an
-# append-only journal in arrival order; a lookup by id scans, which only the operator does.
-MIGRATIONS: dict[int, str] = {
-    1: "ALTER TABLE tasks RENAME TO tasks_v0;"
-    + TASKS_TABLE
-    + """
-    INSERT INTO tasks(task_id, agent, source, status, reason, request, result, received_at, completed_at)
-        SELECT task_id, agent, source, status, reason, request, result, received_at, completed_at
-        FROM tasks_v0 ORDER BY received_at;
-    DROP TABLE tasks_v0;
-    """,
-}
-
 MAX_BATCH = 512
 CHECKPOINT_INTERVAL_S = 1.0
 CHECKPOINT_PAGES = 1000  # checkpoint once the WAL holds this many pages
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Create the schema in a new database, or bring an older one up to SCHEMA_VERSION."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    fresh = db.execute("SELECT count(*) FROM sqlite_master WHERE name='tasks'").fetchone()[0] == 0
-    if fresh:
-        db.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
-        return
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(
-            f"node.db has schema version {version}, newer than this kosmesh ({SCHEMA_VERSION}); upgrade kosmesh"
-        )
-    for step in range(version + 1, SCHEMA_VERSION + 1):
-        try:
-            db.executescript(f"BEGIN; {MIGRATIONS[step]} PRAGMA user_version={step}; COMMIT;")
-        except sqlite3.Error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")  # the old schema stays as it was
-            raise
-    db.executescript(SCHEMA)  # tables added since, if any
-
-
-class Storage:
+class Database:
     """The node's database: group-committed writes on the loop, checkpoints on a thread.
 
     Writes in WAL mode with ``synchronous=NORMAL`` reach the OS page cache without an fsync,
@@ -147,7 +57,7 @@ class Storage:
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints happen on the background thread
         try:
-            _migrate(db)
+            migrate(db)
         except sqlite3.Error:
             db.close()
             raise
@@ -249,6 +159,24 @@ class Storage:
             raise
         db.execute("COMMIT")
 
+    def delete(self, sql: str, params: Params = ()) -> int:
+        """Run one DELETE in a commit of its own, after any pending writes; returns the rows removed.
+
+        For housekeeping (retention), which must know how much it removed to bound its work.
+        """
+        self._flush()
+        db = self._db
+        if db is None:
+            raise sqlite3.ProgrammingError("storage is closed")
+        db.execute("BEGIN")
+        try:
+            removed = db.execute(sql, params).rowcount
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return removed
+
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read on the loop's connection (it sees every committed write at once)."""
         if self._pending:
@@ -257,52 +185,3 @@ class Storage:
         if db is None:
             raise sqlite3.ProgrammingError("storage is closed")
         return db.execute(sql, params).fetchall()
-
-    # -- domain helpers -------------------------------------------------------------------
-    async def upsert_peer(
-        self,
-        peer_id: str,
-        *,
-        addrs: list[str] | None = None,
-        role: str | None = None,
-        capabilities: list[str] | None = None,
-        agents: list[str] | None = None,
-        agent_version: str | None = None,
-    ) -> None:
-        """Record that we saw ``peer_id`` now; fields given as None keep their stored value."""
-        now = time.time()
-
-        def as_json(value: list[str] | None) -> str | None:
-            return json.dumps(value) if value is not None else None
-
-        await self.write(
-            "INSERT INTO peers(peer_id, addrs, role, capabilities, agents, agent_version, first_seen, last_seen) "
-            "VALUES (:peer_id, coalesce(:addrs, '[]'), coalesce(:role, ''), coalesce(:capabilities, '[]'), "
-            "coalesce(:agents, '[]'), coalesce(:agent_version, ''), :now, :now) "
-            "ON CONFLICT(peer_id) DO UPDATE SET last_seen=excluded.last_seen, "
-            "addrs=coalesce(:addrs, addrs), role=coalesce(:role, role), "
-            "capabilities=coalesce(:capabilities, capabilities), agents=coalesce(:agents, agents), "
-            "agent_version=coalesce(:agent_version, agent_version)",
-            {
-                "peer_id": peer_id,
-                "addrs": as_json(addrs),
-                "role": role,
-                "capabilities": as_json(capabilities),
-                "agents": as_json(agents),
-                "agent_version": agent_version,
-                "now": now,
-            },
-        )
-
-    async def peers(self) -> list[dict[str, Any]]:
-        rows = await self.query("SELECT * FROM peers ORDER BY last_seen DESC")
-        out = []
-        for row in rows:
-            item = dict(row)
-            for key in ("addrs", "capabilities", "agents"):
-                item[key] = json.loads(item[key])
-            out.append(item)
-        return out
-
-    async def trusted_agents(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.query("SELECT * FROM trusted_agents ORDER BY added_at")]

@@ -1,9 +1,11 @@
-"""KLP over libp2p streams (``/kos/klp/1.0.0``): the asyncio side of the KLP pipeline.
+"""The KLP endpoint: the service that carries KLP over libp2p streams (``/kos/klp/1.0.0``).
 
-Inbound: frames from a stream go through :class:`~kosmesh.klp.KLPProcessor` (the
-sans-I/O validation pipeline of seed III.B); accepted requests wait in a bounded
-priority queue (CRITICAL before LOW under load) for a worker, which dispatches by type
-and answers with a signed response on the same stream.
+Inbound: frames from a stream are charged to the sender's rate limits, then go through
+:class:`~kosmesh.klp.KLPProcessor` (the sans-I/O validation pipeline of seed III.B) with the
+Noise-authenticated peer as the only acceptable sender; accepted requests wait in a bounded
+priority queue (CRITICAL before LOW under load) for a worker, which hands them to the service
+that handles their type, lets that service commit what it did, and answers with a signed
+response on the same stream. A sender over its rate is answered ``deferred(retry_after)``.
 
 Outbound: one long-lived stream per peer carries many requests at once; responses are
 matched to waiting callers by ``correlation_id`` and verified like any inbound message.
@@ -19,7 +21,7 @@ import time
 import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.klp import (
@@ -35,26 +37,47 @@ from kosmesh.klp import (
     Priority,
     PriorityQueue,
     ProcessingResult,
+    Rejected,
     TrustRequirements,
     build_message,
+    decode_envelope,
     encode_frame,
     encode_message,
     make_response,
     parse_response,
 )
 from kosmesh.wire.connection import Connection, Stream
+from kosmesh.wire.ratelimit import BucketTable
+from kosmesh.wire.service import Service, StreamHandler
 
 log = logging.getLogger(__name__)
+_monotonic = time.monotonic  # the event loop's clock
 
 STREAM_IDLE_TIMEOUT = 300.0
 MAX_IN_FLIGHT_PER_STREAM = 256
 
-# What dispatching a request gives: a result at once (inline agents, refusals) or one to await.
+# What dispatching a request gives: a result at once (inline agents, refusals) or one to await;
+# None when no service handles the message's type.
 Outcome = ProcessingResult | Awaitable[ProcessingResult]
-Dispatcher = Callable[[KLPMessage], Outcome]
+Dispatcher = Callable[[KLPMessage, PeerId], Outcome | None]
 # Keeps a request's outcome (message, result, received at) and calls back once it is durable:
 # with None, or with the error that kept it from being stored.
 Recorder = Callable[[KLPMessage, ProcessingResult, float, Callable[[BaseException | None], None]], None]
+# Told of every message the endpoint refused or handled: direction, message (if authenticated), status, reason.
+MessageObserver = Callable[[str, KLPMessage | None, str, str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What one peer may send us, per second and in a burst, before it is answered ``deferred``."""
+
+    messages_per_s: float = 5_000.0
+    message_burst: float = 10_000.0
+    bytes_per_s: float = 32 * 1024 * 1024
+    byte_burst: float = 64 * 1024 * 1024
+    # A sender that keeps going once deferred has its stream reset: this many deferrals a second.
+    deferrals_per_s: float = 200.0
+    deferral_burst: float = 1_000.0
 
 
 class TaskError(Exception):
@@ -79,11 +102,12 @@ class TaskReply:
 
 
 class _Job:
-    __slots__ = ("message", "received_at", "stream")
+    __slots__ = ("message", "received_at", "remote", "stream")
 
     def __init__(self, message: KLPMessage, stream: Stream, received_at: float) -> None:
         self.message = message
         self.stream = stream
+        self.remote = stream.remote_peer_id
         self.received_at = received_at
 
 
@@ -97,8 +121,12 @@ def _close_unstarted(coro: types.CoroutineType[Any, Any, Any]) -> None:
         coro.close()
 
 
-class KLPService:
+class KLPEndpoint(Service):
     """Serves and sends KLP messages for one node."""
+
+    name = "klp"
+    # Answers to this node's own requests: matched to their callers on the channel they came back on.
+    message_types: ClassVar[frozenset[str]] = frozenset({MessageType.TASK_RESPONSE.value})
 
     def __init__(
         self,
@@ -110,7 +138,8 @@ class KLPService:
         workers: int,
         queue_capacity: int,
         default_ttl: int,
-        on_message: Callable[[str, KLPMessage | None, str, str | None], None] | None = None,
+        limits: RateLimits | None = None,
+        on_message: MessageObserver | None = None,
     ) -> None:
         self.identity = identity
         self.peer_id = PeerId.from_public_key(identity.public_key)
@@ -118,6 +147,11 @@ class KLPService:
         self.processor = processor
         self._dispatch = dispatch
         self._record = record
+        limits = limits or RateLimits()
+        self.limits = limits
+        self._message_rate: BucketTable[PeerId] = BucketTable(limits.messages_per_s, limits.message_burst)
+        self._byte_rate: BucketTable[PeerId] = BucketTable(limits.bytes_per_s, limits.byte_burst)
+        self._deferral_rate: BucketTable[PeerId] = BucketTable(limits.deferrals_per_s, limits.deferral_burst)
         self._queue: PriorityQueue[_Job] = PriorityQueue(queue_capacity)
         self._max_workers = workers
         self._busy = 0  # workers running; each drains the queue before it exits
@@ -126,7 +160,26 @@ class KLPService:
         self._on_message = on_message
         self._channels: dict[str, _Channel] = {}
         self._outbox: dict[Stream, list[bytes]] = {}
-        self.stats = {"received": 0, "rejected": 0, "deferred": 0, "processed": 0, "sent": 0}
+        self.stats = {"received": 0, "rejected": 0, "deferred": 0, "processed": 0, "sent": 0, "rate_limited": 0}
+
+    # -- the service contract -----------------------------------------------------------
+    def stream_handlers(self) -> dict[str, StreamHandler]:
+        return {PROTOCOL_ID: self.handle_stream}
+
+    def handle_message(self, message: KLPMessage, remote: PeerId) -> ProcessingResult:
+        """A response that arrives as a request (not on a channel of ours) answers nothing."""
+        return ProcessingResult("rejected", reason="unexpected_response")
+
+    def peer_disconnected(self, conn: Connection, now: float) -> None:
+        channel = self._channels.pop(conn.connection_id, None)
+        if channel is not None:
+            channel.task.cancel()
+
+    async def stop(self) -> None:
+        await self.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.stats, "queued": len(self._queue), "busy_workers": self._busy}
 
     # -- inbound ----------------------------------------------------------------------
     async def handle_stream(self, stream: Stream) -> None:
@@ -180,8 +233,16 @@ class KLPService:
 
     def _receive(self, raw: bytes, stream: Stream) -> None:
         self.stats["received"] += 1
+        remote = stream.remote_peer_id
+        clock = _monotonic()
+        wait = self._message_rate.take(remote, clock) or self._byte_rate.take(remote, clock, len(raw))
+        if wait:
+            self._over_rate(raw, stream, wait, clock)
+            return
         now = time.time()
         verdict = self.processor.check(raw, now)
+        if isinstance(verdict, Accepted):
+            verdict = _bind_to_sender(verdict, remote, self.peer_id)
         if not isinstance(verdict, Accepted):
             self.stats["rejected"] += 1
             self._note("in", verdict.message, "rejected", verdict.reason)
@@ -211,10 +272,29 @@ class KLPService:
                 evicted.stream, evicted.message, ProcessingResult("deferred", retry_after=pushed.retry_after)
             )
 
+    def _over_rate(self, raw: bytes, stream: Stream, wait: float, clock: float) -> None:
+        """A sender over its rate is told when to come back; one that keeps going loses the stream."""
+        self.stats["rate_limited"] += 1
+        remote = stream.remote_peer_id
+        if self._deferral_rate.take(remote, clock):
+            log.info("resetting a KLP stream from %s: still sending after being deferred", remote)
+            stream.reset()
+            return
+        try:  # the envelope only, unverified: enough to correlate the answer, and cheap
+            request = decode_envelope(raw, self.processor.max_message_bytes).to_message(decode_payload=False)
+        except EnvelopeError:
+            return  # nothing to answer to; the garbage still counted against the sender's rate
+        if request.source.authority_peer_id() != remote or request.type == MessageType.TASK_RESPONSE:
+            return
+        self.stats["deferred"] += 1
+        self._respond(stream, request, ProcessingResult("deferred", reason="rate_limited", retry_after=wait))
+
     def _start(self, job: _Job) -> Awaitable[ProcessingResult] | None:
         """Dispatch ``job``: finish it now if its result is ready, else return what to await."""
         try:
-            outcome = self._dispatch(job.message)
+            outcome = self._dispatch(job.message, job.remote)
+            if outcome is None:
+                outcome = ProcessingResult("rejected", reason="unsupported_message_type")
         except Exception:
             log.exception("dispatch of %s failed", job.message.metadata.message_id)
             outcome = ProcessingResult("rejected", reason="internal_error")
@@ -380,8 +460,12 @@ class KLPService:
         stream = await conn.open_stream(PROTOCOL_ID)
         channel = _Channel(stream, self.processor, conn.remote_peer_id)
         self._channels[conn.connection_id] = channel
-        channel.task.add_done_callback(lambda _t: self._channels.pop(conn.connection_id, None))
+        channel.task.add_done_callback(lambda _t: self._forget_channel(conn.connection_id, channel))
         return channel
+
+    def _forget_channel(self, connection_id: str, channel: _Channel) -> None:
+        if self._channels.get(connection_id) is channel:
+            del self._channels[connection_id]
 
     async def close(self) -> None:
         workers = list(self._workers)
@@ -391,6 +475,16 @@ class KLPService:
         for channel in channels:
             channel.task.cancel()
         await asyncio.gather(*workers, *(c.task for c in channels), return_exceptions=True)
+
+
+def _bind_to_sender(verdict: Accepted, remote: PeerId, local: PeerId) -> Accepted | Rejected:
+    """A direct message must come from the authenticated peer and be addressed to this node."""
+    message = verdict.message
+    if message.source.authority_peer_id() != remote:
+        return Rejected("source_mismatch", message, f"signed by {message.source.authority}, sent by {remote}")
+    if message.type != MessageType.TASK_RESPONSE and message.target.authority_peer_id() != local:
+        return Rejected("not_for_this_node", message, f"addressed to {message.target.authority}")
+    return verdict
 
 
 class _Channel:

@@ -1,4 +1,4 @@
-"""The node's SQLite store: group commits, commit callbacks, schema migration."""
+"""The SQLite engine under the node's store: group commits, commit callbacks, schema migration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kosmesh.node.storage import SCHEMA_VERSION, Storage
+from kosmesh.storage import SCHEMA_VERSION, Database, PeerTable
 
 TASK_INSERT = (
     "INSERT INTO tasks(task_id, agent, source, status, reason, request, result, received_at, completed_at) "
@@ -17,7 +17,7 @@ TASK_INSERT = (
 
 
 async def test_write_then_calls_back_after_the_commit(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "node.db")
+    storage = Database(tmp_path / "node.db")
     await storage.open()
     try:
         seen: list[tuple[BaseException | None, int]] = []
@@ -37,7 +37,7 @@ async def test_write_then_calls_back_after_the_commit(tmp_path: Path) -> None:
 
 
 async def test_failed_commit_is_reported_to_every_writer_of_the_batch(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "node.db")
+    storage = Database(tmp_path / "node.db")
     await storage.open()
     try:
         errors: list[BaseException | None] = []
@@ -73,7 +73,7 @@ def _version_0_database(path: Path) -> None:
 
 async def test_version_0_database_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
     _version_0_database(tmp_path / "node.db")
-    storage = Storage(tmp_path / "node.db")
+    storage = Database(tmp_path / "node.db")
     await storage.open()
     try:
         rows = await storage.query("SELECT seq, task_id, status, reason FROM tasks ORDER BY seq")
@@ -81,7 +81,7 @@ async def test_version_0_database_is_migrated_keeping_its_rows(tmp_path: Path) -
             ("earlier", "rejected", "x"),
             ("later", "processed", None),
         ]
-        assert [p["peer_id"] for p in await storage.peers()] == ["12D3KooWpeer"]
+        assert [p["peer_id"] for p in await PeerTable(storage).all()] == ["12D3KooWpeer"]
         version = await storage.query("PRAGMA user_version")
         assert version[0][0] == SCHEMA_VERSION
         await storage.write(TASK_INSERT, ("later", 30.0, 31.0))  # ids repeat in a journal
@@ -90,12 +90,12 @@ async def test_version_0_database_is_migrated_keeping_its_rows(tmp_path: Path) -
 
 
 async def test_database_from_a_newer_kosmesh_is_refused_untouched(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "node.db")
+    storage = Database(tmp_path / "node.db")
     await storage.open()
     await storage.close()
     with sqlite3.connect(tmp_path / "node.db") as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    again = Storage(tmp_path / "node.db")
+    again = Database(tmp_path / "node.db")
     with pytest.raises(sqlite3.DatabaseError, match="upgrade kosmesh"):
         await again.open()
     with sqlite3.connect(tmp_path / "node.db") as db:
@@ -103,7 +103,7 @@ async def test_database_from_a_newer_kosmesh_is_refused_untouched(tmp_path: Path
 
 
 async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "node.db")
+    storage = Database(tmp_path / "node.db")
     await storage.open()
     try:
         await asyncio.gather(*(storage.write(TASK_INSERT, (f"t{i}", 1.0, 2.0)) for i in range(50)))

@@ -1,0 +1,1 @@
+"""Finding and keeping peers: the redial schedule, the peer book (and, next, the DHT, gossip, mDNS, relays)."""
