@@ -20,8 +20,8 @@ from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 from kosmesh.wire.service import Service, ServiceRuntime
 
 MAX_ROLE = 32
-MAX_CAPABILITIES = 64
-MAX_AGENTS = 128
+MAX_CAPABILITIES = 32
+MAX_AGENTS = 32
 MAX_NAME = 64
 MAX_ADDRS = 16
 MAX_AGENT_VERSION = 128
@@ -44,6 +44,9 @@ def remote_multiaddr(conn: Connection) -> str:
 
 
 class PeerBookService(Service):
+    """At most ~4 KiB of what a peer says about itself is kept (32 capabilities and 32 agents of 64
+    characters, 16 addresses), and at most ``[storage] peers_max_rows`` peers (retention)."""
+
     name = "peers"
 
     def __init__(self, storage: Storage) -> None:

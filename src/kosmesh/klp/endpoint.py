@@ -63,8 +63,9 @@ Dispatcher = Callable[[KLPMessage, PeerId], Outcome | None]
 # Keeps a request's outcome (message, result, received at) and calls back once it is durable:
 # with None, or with the error that kept it from being stored.
 Recorder = Callable[[KLPMessage, ProcessingResult, float, Callable[[BaseException | None], None]], None]
-# Told of every message the endpoint refused or handled: direction, message (if authenticated), status, reason.
-MessageObserver = Callable[[str, KLPMessage | None, str, str | None], None]
+# Told of every inbound message the endpoint refused or handled: the authenticated peer it came from,
+# the message (None if it could not be authenticated), status and reason.
+MessageObserver = Callable[[PeerId, KLPMessage | None, str, str | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +246,13 @@ class KLPEndpoint(Service):
             verdict = _bind_to_sender(verdict, remote, self.peer_id)
         if not isinstance(verdict, Accepted):
             self.stats["rejected"] += 1
-            self._note("in", verdict.message, "rejected", verdict.reason)
+            self._note(remote, verdict.message, "rejected", verdict.reason)
             if verdict.message is not None and verdict.message.type != MessageType.TASK_RESPONSE:
                 self._respond(stream, verdict.message, ProcessingResult("rejected", reason=verdict.reason))
             return
         message = verdict.message
         if message.type == MessageType.TASK_RESPONSE:
-            self._note("in", message, "rejected", "unexpected_response")
+            self._note(remote, message, "rejected", "unexpected_response")
             return
         job = _Job(message, stream, now)
         if self._busy < self._max_workers and not self._queue:
@@ -337,7 +338,7 @@ class KLPEndpoint(Service):
         """Count and log ``result``, keep it, and answer once it is kept."""
         self.stats["processed" if result.status == "processed" else result.status] += 1
         message, stream = job.message, job.stream
-        self._note("in", message, result.status, result.reason)
+        self._note(job.remote, message, result.status, result.reason)
         if self._record is None:
             self._respond(stream, message, result)
             return
@@ -392,9 +393,9 @@ class KLPEndpoint(Service):
         response = make_response(self.identity, request, refusal, source=self.address, timestamp_ms=now_ms)
         return encode_frame(encode_message(response))
 
-    def _note(self, direction: str, message: KLPMessage | None, status: str, reason: str | None) -> None:
+    def _note(self, remote: PeerId, message: KLPMessage | None, status: str, reason: str | None) -> None:
         if self._on_message is not None:
-            self._on_message(direction, message, status, reason)
+            self._on_message(remote, message, status, reason)
 
     @property
     def queue_depth(self) -> int:

@@ -40,6 +40,7 @@ from kosmesh.trust.service import TrustError, TrustService
 from kosmesh.wire.connection import Connection, ConnectionLimits
 from kosmesh.wire.host import DialError, Host, HostLimits
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
+from kosmesh.wire.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class Node:
         role: str | None = None,
         config: NodeConfig | None = None,
         passphrase: str | None = None,
+        services: list[Service] | None = None,
     ) -> None:
+        """``services`` are protocols of your own, run after the node's (see ``kosmesh.wire.service``)."""
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.identity, _ = init_home(self.home, passphrase=passphrase)
         self.config = config or load_config(self.home)
@@ -106,7 +109,7 @@ class Node:
             limits=HostLimits(dial_timeout=wire.dial_timeout_s, connection=limits),
         )
         self.driver = ServiceDriver(self.host)
-        for service in build_services(self):
+        for service in [*build_services(self), *(services or ())]:
             self.driver.add(service)
         self.klp = self.driver.get(KLPEndpoint)
         self.klp.processor.supported_types = frozenset(MessageType(t) for t in self.driver.message_types)
