@@ -72,10 +72,11 @@ def test_preview_of_a_huge_payload_is_cut_without_walking_all_of_it() -> None:
     assert len(text) <= 200 and text.endswith("…") and text.startswith('{"items": [0, 1, 2')
     assert preview(b"\x00" * 50) == '"<50 bytes>"'
     assert preview({"a": [1, 2.5, None, True]}) == json.dumps({"a": [1, 2.5, None, True]})
+    assert json.loads(preview([float("inf"), float("nan")])) == ["inf", "nan"]  # strict JSON, unlike json.dumps
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5),
     max_leaves=30,
 )
