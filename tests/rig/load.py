@@ -95,6 +95,8 @@ class Tally:
     attempts: int = 0
     in_flight: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # (seconds from the start when the task began, index of its target, latency ms) of completed tasks
+    samples: list[tuple[float, int, float]] = field(default_factory=list)
     start_lag_max_ms: float = 0.0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -113,7 +115,9 @@ class Tally:
             else:
                 self.errors["(other errors)"] += 1
 
-    def task_finished(self, ok: bool, attempts: int, latency_s: float) -> None:
+    def task_finished(
+        self, ok: bool, attempts: int, latency_s: float, *, began_s: float = 0.0, target: int = 0
+    ) -> None:
         with self.lock:
             self.in_flight -= 1
             self.attempts += attempts
@@ -122,6 +126,7 @@ class Tally:
             if ok:
                 self.completed += 1
                 self.latencies_ms.append(latency_s * 1000)
+                self.samples.append((began_s, target, latency_s * 1000))
             else:
                 self.failed += 1
 
@@ -162,6 +167,8 @@ class Tally:
             }
         if raw_latencies:
             out["latencies_ms"] = [round(v, 2) for v in latencies]
+            with self.lock:
+                out["samples"] = [[round(t, 3), target, round(ms, 2)] for t, target, ms in self.samples]
         return out
 
 
@@ -287,13 +294,14 @@ def run_load(
                 continue
             began = time.monotonic()
             tally.task_started(began - due)
-            target = plan.targets[(client_index + slot) % len(plan.targets)]
+            target_index = (client_index + slot) % len(plan.targets)
+            target = plan.targets[target_index]
             payload = {"from": plan.label, "run": run_tag, "client": client_index, "seq": slot,
                        "nonce": secrets.token_hex(8)}  # fmt: skip
             ok, attempts = send_verified(
                 client, target, payload, timeout=plan.timeout, retries=plan.retries, give_up_at=give_up_at, tally=tally
             )
-            tally.task_finished(ok, attempts, time.monotonic() - began)
+            tally.task_finished(ok, attempts, time.monotonic() - began, began_s=began - start, target=target_index)
 
     threads = []
     for c, schedule in enumerate(schedules):

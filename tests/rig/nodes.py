@@ -21,14 +21,16 @@ FAST_TIMERS = NodeConfig(
 )
 
 
-def start_nodes(rig: Rig, homes: Path, started: list[Any], config: NodeConfig | None = None) -> list[NodeProcess]:
-    """One node per host, listening on the host's rig address; the first is every other node's seed.
+def start_nodes(
+    rig: Rig, homes: Path, started: list[Any], config: NodeConfig | None = None, *, hosts: list[Host] | None = None
+) -> list[NodeProcess]:
+    """One node per host (of ``hosts``, default all), on the host's rig address; the first is every other's seed.
 
     Each node is appended to ``started`` before it starts, so the caller can stop it even if
     a later start fails. ``config`` (timeouts, redial schedule) is written to every home first.
     """
     nodes: list[NodeProcess] = []
-    for host in rig.hosts:
+    for host in rig.hosts if hosts is None else hosts:
         seeds = ["--seed", nodes[0].addrs[0]] if nodes else []
         home = homes / f"home{host.index}"
         if config is not None:

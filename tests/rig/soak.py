@@ -1,7 +1,8 @@
 """``python -m tests.rig.soak``: sustained load across the rig with faults injected, then a report.
 
     python -m tests.rig.soak [--hosts 5] [--clients 2] [--rate 10] [--minutes 2] [--loss 5] [--delay-ms 20]
-                             [--partition-every S --partition-s D] [--kill-every K] [--json-out PATH]
+                             [--partition-every S --partition-s D] [--kill-every K] [--attacker]
+                             [--json-out PATH]
 
 Builds the rig, starts one node per host, has every node dial every other one, injects the
 faults (loss and delay on every host's way out; optionally every S seconds one host in turn cut
@@ -10,6 +11,14 @@ with SIGKILL and restarted from its home), then runs ``tests.rig.load`` inside e
 host's namespace, each sending to the echo agents of all the other nodes. Every node's RSS is
 sampled at the start, every few seconds and at the end. The report (a table per node plus
 totals; ``--json-out`` writes it all as JSON) says what was offered, sent, completed and lost.
+
+With ``--attacker`` the soak runs twice on fresh rigs: once as it is, then again while a hostile
+peer (``tests.rig.attacker``, in a namespace of its own) runs every attack in turn against h1.
+An honest pinger (``tests.rig.pinger``, another namespace) pings h1 throughout both runs. The
+report adds, per attack: what h1 paid (RSS, open fds, CPU), the honest ping RTT and the latency
+of honest tasks to and from h1. It passes only if the attacked run lost nothing, its task p99 is
+within ``--p99-ratio`` (2) of the run without the attacker, and every node stayed under
+``--rss-bound-mb`` and ``--fd-bound``.
 
 Bounded and self-stopping: a hard deadline (the load window plus a margin) tears everything
 down and reports what it has. Ctrl-C/SIGTERM do the same. Exit codes: 0 nothing lost, every
@@ -22,6 +31,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import queue
 import shlex
 import signal
@@ -40,7 +50,7 @@ from rich.table import Table
 
 from kosmesh.node.process import NodeProcess, NodeProcessError
 from tests.rig import faults
-from tests.rig.load import latency_stats, straggler_bound_s
+from tests.rig.load import latency_stats, percentile, straggler_bound_s
 from tests.rig.netns import Host, Rig, RigError, RigUnavailable, check_available
 from tests.rig.nodes import start_nodes
 
@@ -52,6 +62,8 @@ CLIENT_GRACE_S = 15.0  # after its own bound, a load client gets this long to pr
 CLIENT_STOP_S = 5.0  # a load client told to stop early gets this long to print its summary
 RSS_EVERY_S = 5.0
 KIB_PER_MB = 1024
+ATTACKER, PINGER = -1, -2  # event sources besides the load clients (which are 0..hosts-1)
+USAGE_EVERY_S = 1.0  # with --attacker: every node's RSS, fds and CPU this often
 COUNTS = ("offered", "sent", "unsent", "late", "completed", "retried", "failed", "stragglers", "lost")
 
 
@@ -65,6 +77,24 @@ class _Deadline(_Stop):
 
 def _raise_stop(signum: int, frame: object) -> None:
     raise _Deadline if signum == signal.SIGALRM else _Stop
+
+
+def read_fds(pid: int) -> int | None:
+    """Open file descriptors of a live process; None once it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def read_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
 
 
 def read_rss_kib(pid: int) -> int | None:
@@ -96,6 +126,8 @@ class HostRun:
     client_output_done: bool = False  # its stdout reached EOF: nothing more will come
     client_stderr: list[str] = field(default_factory=list)
     restarts: int = 0  # kill -9 and restart from its home; RSS samples then come from the new process
+    # (seconds since go, RSS KiB, open fds, CPU seconds used), with --attacker: every VICTIM_EVERY_S
+    usage: list[tuple[float, int | None, int | None, float | None]] = field(default_factory=list)
 
 
 def _rss_view(samples: list[tuple[float, int | None]]) -> dict[str, Any]:
@@ -284,6 +316,31 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     console.print(f"reproduce: {config['command']}", highlight=False, markup=False)
 
 
+def render_attacks(report: dict[str, Any], console: Console) -> None:
+    """The attacked run's cost, attack by attack, as the victim h1 and its honest peers saw it."""
+    probe = report.get("probe") or {}
+    table = Table(title="Attacks on h1, in turn (costs measured on h1; ping and tasks from honest peers)")
+    for column in ("attack", "what the node answered", "RSS MB max", "fds max", "CPU %", "ping p50/p99 ms",
+                   "missed pings", "honest tasks p99 ms"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("attack", "what the node answered") else "right")
+    for phase in report.get("attacks", []):
+        stats = ", ".join(f"{k} {v}" for k, v in sorted(phase["stats"].items(), key=lambda kv: -kv[1])[:4])
+        ping, tasks = phase["ping_ms"], phase["tasks_ms"]
+        table.add_row(
+            phase["attack"], stats, _ms(phase["rss_max_mb"]), str(phase["fds_max"] or "-"),
+            _ms(phase["cpu_percent"]), f"{_ms(ping['p50'])}/{_ms(ping['p99'])}", str(ping["missed"]),
+            _ms(tasks["p99"]),
+        )  # fmt: skip
+    if report.get("attacks"):
+        console.print(table, markup=False)
+    if probe:
+        usage = ", ".join(f"{name} {u['rss_max_mb']} MB/{u['fds_max']} fds" for name, u in probe["usage"].items())
+        console.print(f"node usage at most (RSS/fds): {usage}", highlight=False, markup=False)
+        ping = probe["ping_ms"]
+        console.print(f"honest ping of h1: p50 {_ms(ping['p50'])} ms, p99 {_ms(ping['p99'])} ms, "
+                      f"{ping['missed']} missed", highlight=False)  # fmt: skip
+
+
 @dataclass
 class _Client:
     run: HostRun
@@ -373,13 +430,104 @@ class KillChurn:
         return host
 
 
-class Soak:
-    """One soak run; ``run()`` always tears down, and everything seen is kept for the report."""
+def _window(samples: list[tuple[float, Any]], start: float, end: float) -> list[Any]:
+    return [value for at, value in samples if start <= at <= end]
 
-    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+
+def _p(values: list[float], q: float) -> float | None:
+    found = percentile(values, q)
+    return None if found is None else round(found, 1)
+
+
+def victim_task_samples(runs: list[HostRun]) -> list[tuple[float, float]]:
+    """(seconds since go, ms) of every honest task to or from h1 (the victim, node 0)."""
+    out = []
+    for index, run in enumerate(runs):
+        for at, target, ms in (run.summary or {}).get("samples", []):
+            if index == 0 or target == 0:  # h1's own tasks, and everyone's tasks to h1 (first in their targets)
+                out.append((float(at), float(ms)))
+    return out
+
+
+def attack_phases(
+    attack_events: list[dict[str, Any]],
+    ping_events: list[dict[str, Any]],
+    victim: HostRun,
+    tasks: list[tuple[float, float]],
+) -> list[dict[str, Any]]:
+    """Per attack (and before the first one, "none"): what it sent and got, and what it cost h1 and
+    its honest peers: RSS and fds at most, CPU share, ping RTT, task latency."""
+    starts = [(e["name"], float(e["at_s"])) for e in attack_events if e.get("event") == "attack"]
+    done = {e["name"]: e for e in attack_events if e.get("event") == "attack_done"}
+    pings = [(float(e["at_s"]), e.get("ms")) for e in ping_events if e.get("event") == "rtt"]
+    usage = victim.usage
+    phases = []
+    for name, start in starts:
+        end = float(done[name]["at_s"]) if name in done else (usage[-1][0] if usage else start)
+        window = [u for u in usage if start <= u[0] <= end]
+        cpu = [(at, c) for at, _, _, c in window if c is not None]
+        rtts = [ms for ms in _window(pings, start, end) if ms is not None]
+        latencies = _window(tasks, start, end)
+        phases.append(
+            {
+                "attack": name,
+                "start_s": round(start, 1),
+                "end_s": round(end, 1),
+                "stats": done.get(name, {}).get("stats", {}),
+                "rss_max_mb": max((r / KIB_PER_MB for _, r, _, _ in window if r), default=None),
+                "fds_max": max((f for _, _, f, _ in window if f is not None), default=None),
+                "cpu_percent": round(100 * (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0]), 1)
+                if len(cpu) > 1 and cpu[-1][0] > cpu[0][0]
+                else None,
+                "ping_ms": {"p50": _p(rtts, 50), "p99": _p(rtts, 99), "missed": sum(
+                    1 for ms in _window(pings, start, end) if ms is None)},
+                "tasks_ms": {"count": len(latencies), "p50": _p(latencies, 50), "p99": _p(latencies, 99)},
+            }
+        )
+    return phases
+
+
+def usage_problems(runs: list[HostRun], rss_bound_mb: float, fd_bound: int) -> list[str]:
+    problems = []
+    for run in runs:
+        rss = max((r for _, r, _, _ in run.usage if r), default=0) / KIB_PER_MB
+        fds = max((f for _, _, f, _ in run.usage if f is not None), default=0)
+        if rss > rss_bound_mb:
+            problems.append(f"{run.name}: RSS reached {rss:.0f} MB (bound {rss_bound_mb:g})")
+        if fds > fd_bound:
+            problems.append(f"{run.name}: {fds} open fds (bound {fd_bound})")
+    return problems
+
+
+def usage_view(runs: list[HostRun]) -> dict[str, dict[str, float | int | None]]:
+    return {
+        run.name: {
+            "rss_max_mb": round(max((r for _, r, _, _ in run.usage if r), default=0) / KIB_PER_MB, 1),
+            "fds_max": max((f for _, _, f, _ in run.usage if f is not None), default=None),
+        }
+        for run in runs
+    }
+
+
+class Soak:
+    """One soak run; ``run()`` always tears down, and everything seen is kept for the report.
+
+    ``probe``: two more namespaces, an honest pinger of h1 in one, and every node's usage sampled
+    each second; ``attacker``: the hostile peer runs from the other one during the load.
+    """
+
+    def __init__(
+        self, args: argparse.Namespace, console: Console, *, probe: bool = False, attacker: bool = False
+    ) -> None:
         self.args = args
         self.console = console
-        self.rig = Rig(args.hosts)
+        self.probe = probe or attacker
+        self.with_attacker = attacker
+        self.rig = Rig(args.hosts + (2 if self.probe else 0))
+        self.aux: dict[int, subprocess.Popen[str]] = {}
+        self.aux_done: set[int] = set()
+        self.attack_events: list[dict[str, Any]] = []
+        self.ping_events: list[dict[str, Any]] = []
         self.nodes: list[NodeProcess] = []
         self.delayers: list[faults.Delayer] = []
         self.clients: list[_Client] = []
@@ -421,12 +569,13 @@ class Soak:
         args = self.args
         self.rig.up()
         self._say(f"rig {self.rig.suffix}: {args.hosts} hosts in {self.rig.setup_s:.3f} s")
-        start_nodes(self.rig, homes, self.nodes)
-        for host, node in zip(self.rig.hosts, self.nodes, strict=True):
+        node_hosts = self.rig.hosts[: args.hosts]
+        start_nodes(self.rig, homes, self.nodes, hosts=node_hosts)
+        for host, node in zip(node_hosts, self.nodes, strict=True):
             assert node.proc is not None
             self.runs.append(HostRun(f"h{host.index}", peer_id=node.peer_id, node_pid=node.proc.pid))
         self._say(f"{len(self.nodes)} nodes running; dialling a full mesh")
-        for index, (host, node) in enumerate(zip(self.rig.hosts, self.nodes, strict=True)):
+        for index, (host, node) in enumerate(zip(node_hosts, self.nodes, strict=True)):
             peers = [peer for peer in self.nodes if peer is not node]
             self._start_client(index, host, _load_argv(args, node, peers, f"h{host.index}"))
         self._await_ready()
@@ -453,6 +602,9 @@ class Soak:
         self.clients.append(_Client(run, proc))
 
     def _handle(self, index: int, line: str | None) -> None:
+        if index < 0:
+            self._handle_aux(index, line)
+            return
         run = self.runs[index]
         if line is None:
             run.client_output_done = True
@@ -471,6 +623,25 @@ class Soak:
             run.summary = event
         elif kind == "error":
             run.client_stderr.append(str(event.get("error")))
+
+    def _handle_aux(self, index: int, line: str | None) -> None:
+        if line is None:
+            self.aux_done.add(index)
+            return
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            (self.attack_events if index == ATTACKER else self.ping_events).append(event)
+            if event.get("event") == "attack":
+                self._say(f"[{event['at_s']:6.1f} s] attack: {event['name']}")
+
+    def _start_aux(self, index: int, host: Host, argv: list[str]) -> None:
+        proc = subprocess.Popen(
+            host.exec_argv(argv), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        threading.Thread(target=_pump, args=(index, proc.stdout, self.events), daemon=True).start()
+        self.aux[index] = proc
 
     def _await_ready(self) -> None:
         give_up_at = time.monotonic() + READY_TIMEOUT_S
@@ -491,6 +662,14 @@ class Soak:
         for run in self.runs:
             run.rss_samples.append((at, read_rss_kib(run.node_pid) if run.node_pid else None))
 
+    def _sample_usage(self) -> None:
+        at = 0.0 if self.go_at is None else time.monotonic() - self.go_at
+        for run in self.runs:
+            pid = run.node_pid
+            run.usage.append(
+                (at, read_rss_kib(pid), read_fds(pid), read_cpu_s(pid)) if pid else (at, None, None, None)
+            )
+
     def _load(self) -> None:
         args = self.args
         self._sample_rss()
@@ -500,8 +679,19 @@ class Soak:
             client.proc.stdin.write("go\n")
             client.proc.stdin.flush()
         self._say(f"load: {args.hosts} hosts x {args.clients} clients x {args.rate:g} tasks/s for {args.seconds:g} s")
+        if self.probe:
+            victim = self.nodes[0].addrs[0]
+            pinger = [sys.executable, "-m", "tests.rig.pinger", "--target", victim, "--seconds", str(args.seconds)]
+            self._start_aux(PINGER, self.rig.hosts[args.hosts + 1], pinger)
+            self._sample_usage()
+        if self.with_attacker:
+            attacker = [sys.executable, "-m", "tests.rig.attacker", "--target", self.nodes[0].addrs[0],
+                        "--seconds", str(args.seconds)]  # fmt: skip
+            self._start_aux(ATTACKER, self.rig.hosts[args.hosts], attacker)
+            self._say(f"attacker: every attack in turn against h1 for {args.seconds:g} s")
         finish_by = self.go_at + args.seconds + self.straggler_bound_s + CLIENT_GRACE_S
         next_rss = self.go_at + RSS_EVERY_S
+        next_usage = self.go_at + USAGE_EVERY_S if self.probe else math.inf
         next_progress = self.go_at + args.progress_s
         while any(run.summary is None and not run.client_output_done for run in self.runs):
             now = time.monotonic()
@@ -509,7 +699,8 @@ class Soak:
                 self.failure = "load clients did not finish within their own bound"
                 break
             faults_at = [t for t in (self.churn.next_wake(), self.killer.next_kill) if t is not None]
-            wake = min(next_rss, next_progress, finish_by, self.go_at + min(faults_at, default=math.inf))
+            wake = min(next_rss, next_usage, next_progress, finish_by,
+                       self.go_at + min(faults_at, default=math.inf))  # fmt: skip
             with contextlib.suppress(queue.Empty):
                 self._handle(*self.events.get(timeout=max(0.01, wake - now)))
             now = time.monotonic()
@@ -518,10 +709,15 @@ class Soak:
             if now >= next_rss:
                 self._sample_rss()
                 next_rss += RSS_EVERY_S
+            if now >= next_usage:
+                self._sample_usage()
+                next_usage += USAGE_EVERY_S
             if now >= next_progress:
                 self._print_progress(now - self.go_at)
                 next_progress += args.progress_s
         self._sample_rss()
+        if self.probe:
+            self._sample_usage()
         self._print_progress(time.monotonic() - self.go_at)
 
     def _kill(self, elapsed: float) -> None:
@@ -572,11 +768,14 @@ class Soak:
             if node.proc is not None:
                 run.node_exit_code = node.proc.poll()
                 run.alive_at_end = run.node_exit_code is None
+        for proc in self.aux.values():
+            if proc.poll() is None:
+                proc.terminate()  # the attacker and the pinger stop on SIGTERM
         for client in self.clients:
             if client.proc.poll() is None:
                 client.proc.terminate()  # a load client stops sending on SIGTERM and still prints its summary
         give_up_at = time.monotonic() + CLIENT_STOP_S
-        while any(not client.run.client_output_done for client in self.clients):
+        while any(not client.run.client_output_done for client in self.clients) or set(self.aux) - self.aux_done:
             remaining = give_up_at - time.monotonic()
             if remaining <= 0:
                 break
@@ -590,6 +789,10 @@ class Soak:
             if client.proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     client.proc.stdin.close()
+        for proc in self.aux.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
         if self.churn.cut_host is not None:
             with contextlib.suppress(RigError):
                 faults.heal(self.rig)  # so the nodes' own shutdown is not held up by the cut
@@ -610,11 +813,26 @@ class Soak:
             "kill_every_s": args.kill_every, "kills": self.killer.kills,
             "command": "python -m tests.rig.soak " + shlex.join(args.argv),
         }  # fmt: skip
-        return assemble_report(
+        report = assemble_report(
             config, self.runs, setup_s=self.rig.setup_s, teardown_s=self.rig.teardown_s, stop_all_s=self.stop_all_s,
             leftovers=self.leftovers,
             deadline_hit=self.deadline_hit, stopped_by_signal=self.stopped_by_signal, failure=self.failure,
         )  # fmt: skip
+        if self.probe:
+            pings = [e for e in self.ping_events if e.get("event") == "rtt"]
+            rtts = [float(e["ms"]) for e in pings if e.get("ms") is not None]
+            tasks = victim_task_samples(self.runs)
+            report["probe"] = {
+                "usage": usage_view(self.runs),
+                "ping_ms": {"p50": _p(rtts, 50), "p99": _p(rtts, 99), "missed": len(pings) - len(rtts)},
+                "victim_tasks_ms": {"p50": _p([ms for _, ms in tasks], 50), "p99": _p([ms for _, ms in tasks], 99)},
+            }
+            problems = usage_problems(self.runs, args.rss_bound_mb, args.fd_bound)
+            report["verdict"]["problems"] += problems
+            report["verdict"]["ok"] = report["verdict"]["ok"] and not problems
+        if self.with_attacker and self.runs:
+            report["attacks"] = attack_phases(self.attack_events, self.ping_events, self.runs[0], tasks)
+        return report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -635,6 +853,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per task attempt")
     parser.add_argument("--retries", type=int, default=3, help="attempts after the first")
     parser.add_argument("--progress-s", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument("--attacker", action="store_true",
+                        help="run twice: without, then with a hostile peer running every attack against h1")
+    parser.add_argument("--p99-ratio", type=float, default=2.0,
+                        help="with --attacker: the honest p99 may grow at most this much")
+    parser.add_argument("--rss-bound-mb", type=float, default=200.0, help="with --attacker: no node's RSS above this")
+    parser.add_argument("--fd-bound", type=int, default=512, help="with --attacker: no node's open fds above this")
     parser.add_argument("--json-out", type=Path, default=None, help="write the whole report here as JSON")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -655,7 +879,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def hard_deadline_s(args: argparse.Namespace) -> float:
     """Setup, the load window, its stragglers and the clients' grace: past this everything is torn down."""
-    return SETUP_ALLOWANCE_S + args.seconds + straggler_bound_s(args.timeout, args.retries) + CLIENT_GRACE_S
+    seconds: float = args.seconds
+    return SETUP_ALLOWANCE_S + seconds + straggler_bound_s(args.timeout, args.retries) + CLIENT_GRACE_S
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -671,23 +896,68 @@ def main(argv: list[str] | None = None) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
     signal.signal(signal.SIGALRM, _raise_stop)
-    signal.alarm(max(1, round(hard_deadline_s(args))))
-    soak = Soak(args, console)
+    signal.alarm(max(1, round(hard_deadline_s(args) * (2 if args.attacker else 1))))
+    if args.attacker:
+        runs = [Soak(args, console, probe=True), Soak(args, console, attacker=True)]
+    else:
+        runs = [Soak(args, console)]
+    reports = []
     try:
-        with tempfile.TemporaryDirectory(prefix="kosmesh-soak-") as tmp:
-            try:
-                soak.run(Path(tmp))
-            except RigUnavailable as exc:  # raised by rig.up / faults, after the checks above passed
-                print(f"rig unavailable: {exc}", file=sys.stderr)
-                return 2
+        for soak in runs:
+            if args.attacker:
+                console.print(f"== {'with the attacker' if soak.with_attacker else 'without the attacker'}")
+            with tempfile.TemporaryDirectory(prefix="kosmesh-soak-") as tmp:
+                try:
+                    soak.run(Path(tmp))
+                except RigUnavailable as exc:  # raised by rig.up / faults, after the checks above passed
+                    print(f"rig unavailable: {exc}", file=sys.stderr)
+                    return 2
+            reports.append(soak.report())
+            render_report(reports[-1], console)
+            render_attacks(reports[-1], console)
+            if soak.deadline_hit or soak.stopped_by_signal:
+                break
     finally:
         signal.alarm(0)
-    report = soak.report()
-    render_report(report, console)
+    report = reports[-1] if not args.attacker else compare_runs(reports, args.p99_ratio)
+    if args.attacker:
+        console.print(
+            f"honest task p99: {_ms(report['comparison']['baseline_p99_ms'])} ms without the attacker, "
+            f"{_ms(report['comparison']['attacked_p99_ms'])} ms with it "
+            f"(ratio {report['comparison']['ratio'] or '-'}, bound {args.p99_ratio:g})",
+            highlight=False,
+        )
+        verdict = report["verdict"]
+        console.print("[green]OK[/]" if verdict["ok"] else "[red]FAILED[/]: " + "; ".join(verdict["problems"]))
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report written to {args.json_out}", highlight=False)
     return 0 if report["verdict"]["ok"] else 1
+
+
+def compare_runs(reports: list[dict[str, Any]], max_ratio: float) -> dict[str, Any]:
+    """The --attacker verdict: both runs sound, and the attacked one's honest p99 within ``max_ratio``."""
+    problems = []
+    baseline = reports[0] if reports else None
+    attacked = reports[1] if len(reports) > 1 else None
+    if baseline is None or attacked is None:
+        problems.append("the two runs did not both happen")
+    base_p99 = baseline["totals"]["latency_ms"]["p99"] if baseline else None
+    attacked_p99 = attacked["totals"]["latency_ms"]["p99"] if attacked else None
+    ratio = round(attacked_p99 / base_p99, 2) if base_p99 and attacked_p99 is not None else None
+    for name, report in (("without the attacker", baseline), ("with the attacker", attacked)):
+        if report is not None and not report["verdict"]["ok"]:
+            problems += [f"{name}: {p}" for p in report["verdict"]["problems"]]
+    if ratio is None or ratio > max_ratio:
+        problems.append(f"honest p99 {attacked_p99} ms with the attacker vs {base_p99} ms without (bound {max_ratio}x)")
+    return {
+        "baseline": baseline,
+        "attacked": attacked,
+        "comparison": {
+            "baseline_p99_ms": base_p99, "attacked_p99_ms": attacked_p99, "ratio": ratio, "max_ratio": max_ratio
+        },
+        "verdict": {"ok": not problems, "problems": problems},
+    }
 
 
 if __name__ == "__main__":
