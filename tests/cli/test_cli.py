@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kosmesh.node.process import NodeProcess
+from kosmesh.cli.process import NodeProcess
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.multiprocess

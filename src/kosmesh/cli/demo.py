@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from kosmesh.cli.client import ClientError
-from kosmesh.node.process import NodeProcess
+from kosmesh.cli.process import NodeProcess
 
 
 def run_demo(*, nodes: int, tasks: int, console: Console) -> int:

@@ -98,8 +98,8 @@ def node_run(
     passphrase: Annotated[str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", hidden=True)] = None,
 ) -> None:
     """Run a node until SIGINT/SIGTERM. Prints one `listening <multiaddr>` line per address."""
+    from kosmesh.cli.node_runner import run_node
     from kosmesh.node.node import Node, NodeError
-    from kosmesh.node.runner import run_node
     from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 
     for addr in [*(listen or []), *(seed or [])]:
