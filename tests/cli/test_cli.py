@@ -170,6 +170,8 @@ def test_passphrase_protected_key(tmp_path: Path) -> None:
     try:
         node.start()
         assert created.stdout.split("Peer ID: ")[1].split()[0] == node.peer_id
+        assert node.proc is not None
+        assert b"correct horse" not in Path(f"/proc/{node.proc.pid}/cmdline").read_bytes()
     finally:
         node.stop()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -14,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kosmesh.cli import passphrase
 from kosmesh.cli.client import ClientError, NodeClient
-from kosmesh.identity.keystore import KeystoreError
+from kosmesh.identity.keystore import KeystoreError, PassphraseRequiredError
 from kosmesh.node.config import ROLES, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="kOS Mesh: a federated P2P mesh for AI agents.")
@@ -72,22 +72,46 @@ def main_options(
 
 @app.command()
 def init(
-    passphrase: Annotated[
-        str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", help="Encrypt the key file with this passphrase.")
-    ] = None,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help=f"Encrypt a new key file with a passphrase, taken from {passphrase.ENV_VAR} or asked for "
+            "(hidden, twice; stdin's first line when stdin is not a terminal). Never an argument.",
+        ),
+    ] = False,
 ) -> None:
-    """Create the node home: config, key (mode 0600), database. Prints the peer id and DID."""
+    """Create the node home: config, key (mode 0600), database. Prints the peer id and DID.
+
+    Setting KOSMESH_PASSPHRASE also encrypts a new key.
+    """
     from kosmesh.identity import PeerId
     from kosmesh.identity.did_key import did_key_from_public_key
+    from kosmesh.identity.keystore import key_file_is_encrypted
+    from kosmesh.node.config import KEY_FILE
     from kosmesh.node.node import init_home
 
+    key_path = home() / KEY_FILE
     try:
-        key, created = init_home(home(), passphrase=passphrase)
+        if key_path.exists():
+            if encrypt and not key_file_is_encrypted(key_path):
+                fail(f"{key_path} already exists unencrypted; --encrypt only protects a new key")
+            secret = passphrase.for_existing_key(key_path)
+        else:
+            secret = passphrase.for_new_key() if encrypt else passphrase.from_env()
+        key, created = init_home(home(), passphrase=secret)
+    except passphrase.PassphraseError as exc:
+        fail(str(exc))
+    except PassphraseRequiredError:
+        fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or run from a terminal to be asked")
     except (KeystoreError, ConfigError, OSError) as exc:
         fail(str(exc))
     out.print(f"{'Created' if created else 'Existing'} node home: {home()}", highlight=False)
     out.print(f"Peer ID: {PeerId.from_public_key(key.public_key)}", highlight=False)
     out.print(f"DID: {did_key_from_public_key(key.public_key)}", highlight=False)
+    if created and secret is not None:
+        out.print(f"Key encrypted: `node run` needs {passphrase.ENV_VAR} or, on a terminal, asks for it.",
+                  highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @node_app.command("run")
@@ -95,10 +119,13 @@ def node_run(
     listen: Annotated[list[str] | None, typer.Option("--listen", help="Multiaddr to listen on (repeatable).")] = None,
     seed: Annotated[list[str] | None, typer.Option("--seed", help="Seed multiaddr to dial (repeatable).")] = None,
     role: Annotated[str | None, typer.Option(help=f"Node role: {' | '.join(ROLES)}.")] = None,
-    passphrase: Annotated[str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", hidden=True)] = None,
 ) -> None:
-    """Run a node until SIGINT/SIGTERM. Prints one `listening <multiaddr>` line per address."""
+    """Run a node until SIGINT/SIGTERM. Prints one `listening <multiaddr>` line per address.
+
+    An encrypted key is unlocked with KOSMESH_PASSPHRASE, or a hidden prompt on a terminal.
+    """
     from kosmesh.cli.node_runner import run_node
+    from kosmesh.node.config import KEY_FILE
     from kosmesh.node.node import Node, NodeError
     from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 
@@ -110,8 +137,13 @@ def node_run(
     if role is not None and role not in ROLES:
         fail(f"role must be one of {', '.join(ROLES)}")
     try:
-        node = Node(home(), listen=listen or None, seeds=seed or None, role=role, passphrase=passphrase)
+        secret = passphrase.for_existing_key(home() / KEY_FILE)
+        node = Node(home(), listen=listen or None, seeds=seed or None, role=role, passphrase=secret)
         asyncio.run(run_node(node))
+    except passphrase.PassphraseError as exc:
+        fail(str(exc))
+    except PassphraseRequiredError:
+        fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or run from a terminal to be asked")
     except (NodeError, KeystoreError, ConfigError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -239,16 +271,18 @@ def _config_from_home() -> dict[str, Any]:
     """The same view as the API's, read from the home of a node that is not running."""
     from kosmesh.identity import PeerId
     from kosmesh.identity.did_key import did_key_from_public_key
-    from kosmesh.identity.keystore import PassphraseRequiredError, load_key
+    from kosmesh.identity.keystore import load_key
     from kosmesh.node.config import KEY_FILE, load_config
 
     if not (home() / "config.toml").exists():
         fail(f"no node home at {home()}; run `kosmesh --home {home()} init` first")
     try:
         data = load_config(home()).to_dict()
-        key = load_key(home() / KEY_FILE, os.environ.get("KOSMESH_PASSPHRASE"))
+        key = load_key(home() / KEY_FILE, passphrase.for_existing_key(home() / KEY_FILE))
     except PassphraseRequiredError:
-        fail("the key is passphrase-protected: set KOSMESH_PASSPHRASE, or start the node and export from it")
+        fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or start the node and export from it")
+    except passphrase.PassphraseError as exc:
+        fail(str(exc))
     except (ConfigError, KeystoreError) as exc:
         fail(str(exc))
     data["peer_id"] = str(PeerId.from_public_key(key.public_key))
