@@ -12,9 +12,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kosmesh.cli import passphrase
 from kosmesh.cli.client import ClientError, NodeClient
+from kosmesh.cli.literal import bold, cells, line, literal
 from kosmesh.identity.keystore import KeystoreError, PassphraseRequiredError
 from kosmesh.node.config import ROLES, ConfigError
 
@@ -32,7 +34,7 @@ _state: dict[str, Path] = {}
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(line(Text("error:", style="bold red"), " ", message), soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -106,12 +108,12 @@ def init(
         fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or run from a terminal to be asked")
     except (KeystoreError, ConfigError, OSError) as exc:
         fail(str(exc))
-    out.print(f"{'Created' if created else 'Existing'} node home: {home()}", highlight=False)
-    out.print(f"Peer ID: {PeerId.from_public_key(key.public_key)}", highlight=False)
-    out.print(f"DID: {did_key_from_public_key(key.public_key)}", highlight=False)
+    out.print(line("Created" if created else "Existing", " node home: ", home()))
+    out.print(line("Peer ID: ", PeerId.from_public_key(key.public_key)))
+    out.print(line("DID: ", did_key_from_public_key(key.public_key)))
     if created and secret is not None:
-        out.print(f"Key encrypted: `node run` needs {passphrase.ENV_VAR} or, on a terminal, asks for it.",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        out.print(line(f"Key encrypted: `node run` needs {passphrase.ENV_VAR} or, on a terminal, asks for it."),
+                  soft_wrap=True)  # fmt: skip
 
 
 @node_app.command("run")
@@ -157,22 +159,22 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if as_json:
         emit_json(data)
         return
-    out.print(f"[bold]Peer ID:[/] {data['peer_id']}", highlight=False)
-    out.print(f"[bold]DID:[/]     {data['did']}", highlight=False)
-    out.print(f"[bold]Role:[/]    {data['role']}    [bold]Uptime:[/] {data['uptime_s']}s", highlight=False)
+    out.print(line(bold("Peer ID:"), " ", data["peer_id"]))
+    out.print(line(bold("DID:"), "     ", data["did"]))
+    out.print(line(bold("Role:"), "    ", data["role"], "    ", bold("Uptime:"), f" {data['uptime_s']}s"))
     for addr in data["listen_addrs"]:
-        out.print(f"[bold]Listen:[/]  {addr}", highlight=False)
+        out.print(line(bold("Listen:"), "  ", addr))
     table = Table(title=f"Connections ({len(data['connections'])})")
     for col in ("peer", "direction", "address", "streams", "connection id"):
         table.add_column(col)
     for c in data["connections"]:
-        table.add_row(c["peer_id"], c["direction"], c["remote_addr"], str(c["streams"]), c["connection_id"])
+        table.add_row(*cells(c["peer_id"], c["direction"], c["remote_addr"], c["streams"], c["connection_id"]))
     out.print(table)
     agents = Table(title="Agents")
     agents.add_column("name")
     agents.add_column("capabilities")
     for a in data["agents"]:
-        agents.add_row(a["name"], ", ".join(a["capabilities"]))
+        agents.add_row(*cells(a["name"], ", ".join(map(str, a["capabilities"]))))
     out.print(agents)
     waiting = [t for t in data.get("redial", []) if not t["connected"]]
     if waiting:
@@ -181,7 +183,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
             redial.add_column(col)
         for t in waiting:
             due = "dialing" if t["next_dial_in_s"] is None else f"{t['next_dial_in_s']} s"
-            redial.add_row(t["target"], "yes" if t["seed"] else "", str(t["failures"]), due)
+            redial.add_row(*cells(t["target"], "yes" if t["seed"] else "", t["failures"], due))
         out.print(redial)
 
 
@@ -189,9 +191,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 def connect(multiaddr: Annotated[str, typer.Argument(help="/ip4/…/tcp/…/p2p/<peer id>")]) -> None:
     """Connect to a peer and print the connection and its trust score."""
     data = call("POST", "/v1/connect", {"multiaddr": multiaddr})
-    out.print(f"Connected to peer: {data['peer_id']}", highlight=False)
-    out.print(f"Connection ID: {data['connection_id']}", highlight=False)
-    out.print(f"Trust Score: {data['trust_score']}", highlight=False)
+    out.print(line("Connected to peer: ", data["peer_id"]))
+    out.print(line("Connection ID: ", data["connection_id"]))
+    out.print(line("Trust Score: ", data["trust_score"]))
 
 
 @app.command()
@@ -207,8 +209,14 @@ def peers(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     for p in data:
         colour = "green" if p["status"] == "connected" else "dim"
         table.add_row(
-            p["peer_id"], f"[{colour}]{p['status']}[/]", f"{p['trust_score']:.1f}", p["role"] or "?",
-            ", ".join(p["capabilities"]) or "-", p["last_seen"],
+            literal(p["peer_id"]),
+            literal(p["status"], style=colour),
+            *cells(
+                f"{p['trust_score']:.1f}",
+                p["role"] or "?",
+                ", ".join(map(str, p["capabilities"])) or "-",
+                p["last_seen"],
+            ),
         )
     out.print(table)
 
@@ -220,8 +228,8 @@ def trust(
 ) -> None:
     """Add a trusted agent (its node's peers then meet trust requirements up to this level)."""
     data = call("POST", "/v1/trust", {"address": klp_address, "level": level})
-    out.print(f"Added trusted agent: {data['address']}", highlight=False)
-    out.print(f"Trust Level: {data['trust_level']}", highlight=False)
+    out.print(line("Added trusted agent: ", data["address"]))
+    out.print(line("Trust Level: ", data["trust_level"]))
 
 
 @task_app.command("send")
@@ -246,13 +254,13 @@ def task_send(
         emit_json(reply)
     else:
         colour = {"processed": "green", "rejected": "red", "deferred": "yellow"}.get(reply["status"], "white")
-        out.print(f"Status: [{colour}]{reply['status']}[/]", highlight=False)
+        out.print(line("Status: ", literal(reply["status"], style=colour)))
         if reply.get("reason"):
-            out.print(f"Reason: {reply['reason']}", highlight=False)
+            out.print(line("Reason: ", reply["reason"]))
         if reply.get("retry_after") is not None:
-            out.print(f"Retry after: {reply['retry_after']}s", highlight=False)
-        out.print(f"Responder: {reply['responder']}  ({reply['rtt_ms']:.1f} ms)", highlight=False)
-        out.print(f"Data: {json.dumps(reply['result'])}", highlight=False)
+            out.print(line("Retry after: ", reply["retry_after"], "s"))
+        out.print(line("Responder: ", reply["responder"], f"  ({reply['rtt_ms']:.1f} ms)"))
+        out.print(line("Data: ", json.dumps(reply["result"])))
     if reply["status"] != "processed":
         raise typer.Exit(2)
 
