@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 PEER_ID_HEADER = "X-Kosmesh-Peer-Id"
 
-# What a token may be: long enough not to guess, and only characters a header value can carry
-# (no spaces or line breaks, so it can never inject a header). Ours are 43 urlsafe-base64 chars.
-_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
+# What a token may hold: only characters a header value can carry (no spaces or line breaks, so
+# it can never inject a header), never nothing. A node serves only with one long enough not to
+# guess (ours are 43 urlsafe-base64 characters); a client sends whatever its node's file holds.
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+MIN_SERVED_TOKEN_CHARS = 16
 _MAX_TOKEN_FILE_BYTES = 1024
 _TOKEN_FILE_MODE = 0o600
 
@@ -34,12 +36,13 @@ class TokenError(ValueError):
 
 
 def is_usable_token(token: str) -> bool:
-    """True for a token a server may accept and a client may send."""
-    return _TOKEN.fullmatch(token) is not None
+    """True for a token a node may serve with: header-safe and at least 16 characters."""
+    return len(token) >= MIN_SERVED_TOKEN_CHARS and _TOKEN_CHARS.fullmatch(token) is not None
 
 
 def read_token(path: Path) -> str:
-    """The token in ``path``; raises :class:`TokenError` saying why it cannot be used."""
+    """The token in ``path``, if a client may send it (not empty, header-safe); raises
+    :class:`TokenError` saying why not."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(_MAX_TOKEN_FILE_BYTES + 1)
@@ -53,8 +56,8 @@ def read_token(path: Path) -> str:
         raise TokenError(f"{path} does not hold an API token (not ASCII)") from None
     if not token:
         raise TokenError(f"{path} is empty")
-    if len(raw) > _MAX_TOKEN_FILE_BYTES or not is_usable_token(token):
-        raise TokenError(f"{path} does not hold a usable API token (16-512 characters, no spaces)")
+    if len(raw) > _MAX_TOKEN_FILE_BYTES or _TOKEN_CHARS.fullmatch(token) is None:
+        raise TokenError(f"{path} does not hold an API token (up to 512 characters, no spaces)")
     return token
 
 
@@ -68,9 +71,12 @@ def load_or_create_token(home: Path) -> str:
     try:
         token = read_token(path)
         mode = path.stat().st_mode
-        if os.name != "posix" or not mode & 0o077:
+        if not is_usable_token(token):
+            why = f"{path} holds a token shorter than {MIN_SERVED_TOKEN_CHARS} characters"
+        elif mode & 0o077:
+            why = f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):04o})"
+        else:
             return token
-        why = f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):04o})"
     except (TokenError, OSError) as exc:
         why = str(exc)
     if path.exists() or path.is_symlink():
