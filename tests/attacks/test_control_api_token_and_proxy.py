@@ -9,6 +9,7 @@ CLI as a child process, and a loopback listener that records whatever reaches it
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -35,7 +36,8 @@ pytestmark = pytest.mark.multiprocess
 class RecordingListener:
     """A loopback TCP listener that keeps every byte sent to it and answers 502 (as a proxy might)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = b"HTTP/1.1 502 Bad Gateway\r\n") -> None:
+        self.answer = answer + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.received: list[bytes] = []
@@ -52,11 +54,13 @@ class RecordingListener:
                 conn.settimeout(5)
                 try:
                     self.received.append(conn.recv(65536))
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    conn.sendall(self.answer)
                 except OSError:
                     pass
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         self.sock.close()
         self._thread.join(5)
 
@@ -167,6 +171,21 @@ def test_the_client_refuses_to_send_an_empty_token(tmp_path: Path, listener: Rec
     (home / TOKEN_FILE).unlink()
     assert_clean_error(kosmesh(home, "status", timeout=30), "token", "does not exist")
     assert listener.received == []
+
+
+def test_the_client_follows_no_redirect_with_the_token(tmp_path: Path, listener: RecordingListener) -> None:
+    redirector = RecordingListener(
+        f"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{listener.port}/x\r\n".encode()
+    )
+    try:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / API_FILE).write_text(json.dumps({"port": redirector.port, "pid": os.getpid()}))
+        (home / TOKEN_FILE).write_text("t" * 43)
+        assert_clean_error(kosmesh(home, "status", timeout=30), "307")
+        assert len(redirector.received) == 1 and listener.received == []
+    finally:
+        redirector.close()
 
 
 # -- a stale api.json --------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ class NodeClient:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        # No ProxyHandler settings from the environment: the token must never reach a proxy.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # No proxies from the environment, no redirects: the token goes to the node's port or nowhere.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
         self._endpoint = self._locate()
 
     @property
@@ -172,6 +172,13 @@ def _process_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc: the signal check is all we have
     return state not in (b"Z", b"X")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The control API never redirects; following one would resend the token elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError
 
 
 class _Unreachable(Exception):
