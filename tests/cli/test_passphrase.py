@@ -23,6 +23,7 @@ from kosmesh.cli.main import app
 from kosmesh.identity import PeerId, load_key
 from kosmesh.identity.keystore import key_file_is_encrypted
 from tests.cli.commands import assert_clean_error, kosmesh
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.multiprocess
 
@@ -87,8 +88,10 @@ def test_init_encrypt_takes_the_passphrase_from_stdin_not_argv(tmp_path: Path) -
         [sys.executable, "-m", "kosmesh", "--home", str(home), "init", "--encrypt"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_without_passphrase(),
     )  # fmt: skip
-    # Popen returns once the child has exec'd: this is the command line every user can read
-    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+    # what every local user can read (empty for a moment while exec sets up the new image);
+    # the child waits for stdin meanwhile
+    cmdline_file = Path(f"/proc/{proc.pid}/cmdline")
+    cmdline = wait_until(lambda: cmdline_file.read_bytes().split(b"\0")[:-1], 10, "the child has its command line")
     assert b"--encrypt" in cmdline and SECRET.encode() not in b" ".join(cmdline)
     out, err = proc.communicate(f"{SECRET}\n".encode(), timeout=60)
     assert proc.returncode == 0, err
