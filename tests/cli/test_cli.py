@@ -13,27 +13,11 @@ from typing import Any
 
 import pytest
 
-from kosmesh.node.process import NodeProcess
+from kosmesh.cli.process import NodeProcess
+from tests.cli.commands import assert_clean_error, kosmesh
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.multiprocess
-
-
-def kosmesh(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kosmesh", "--home", str(home), *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        env=dict(os.environ, COLUMNS="200"),
-    )
-
-
-def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode != 0, result
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 @pytest.fixture
@@ -186,6 +170,8 @@ def test_passphrase_protected_key(tmp_path: Path) -> None:
     try:
         node.start()
         assert created.stdout.split("Peer ID: ")[1].split()[0] == node.peer_id
+        assert node.proc is not None
+        assert b"correct horse" not in Path(f"/proc/{node.proc.pid}/cmdline").read_bytes()
     finally:
         node.stop()
 
@@ -249,7 +235,7 @@ def test_a_client_follows_its_node_across_a_restart(tmp_path: Path) -> None:
         first = client.call("GET", "/v1/status")["peer_id"]
         old_base = client.base
         node.kill()  # kill -9: the API's old port is gone
-        with pytest.raises(ClientError, match="not answering"):
+        with pytest.raises(ClientError, match=r"node not running \(stale api.json from pid \d+"):
             client.call("GET", "/v1/status", timeout=5)
         node.start()  # same home: a new API port and token
         assert client.call("GET", "/v1/status")["peer_id"] == first

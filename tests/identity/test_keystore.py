@@ -146,6 +146,34 @@ def test_encrypted_round_trip_with_default_kdf(key: Ed25519PrivateKey, key_path:
     assert load_key(key_path, PASSPHRASE).seed == key.seed
 
 
+def test_new_files_use_the_moderate_preset() -> None:
+    """A key at rest gets libsodium's MODERATE cost (issue 9), and reading admits every preset."""
+    argon2id = keystore.nacl.pwhash.argon2id
+    assert (keystore.DEFAULT_OPSLIMIT, keystore.DEFAULT_MEMLIMIT) == (
+        argon2id.OPSLIMIT_MODERATE,
+        argon2id.MEMLIMIT_MODERATE,
+    )
+    for ops, mem in (
+        (argon2id.OPSLIMIT_INTERACTIVE, argon2id.MEMLIMIT_INTERACTIVE),
+        (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE),
+        (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE),
+    ):
+        assert keystore.MIN_OPSLIMIT <= ops <= keystore.MAX_OPSLIMIT
+        assert keystore.MIN_MEMLIMIT <= mem <= keystore.MAX_MEMLIMIT
+
+
+def test_a_file_written_at_the_interactive_preset_still_opens(key: Ed25519PrivateKey, key_path: Path) -> None:
+    """Files written before issue 9 (INTERACTIVE): their cost is read from the file."""
+    argon2id = keystore.nacl.pwhash.argon2id
+    save_key(key_path, key, PASSPHRASE, opslimit=argon2id.OPSLIMIT_INTERACTIVE, memlimit=argon2id.MEMLIMIT_INTERACTIVE)
+    assert _doc(key_path)["kdf"]["memlimit"] == argon2id.MEMLIMIT_INTERACTIVE  # type: ignore[index]
+    assert load_key(key_path, PASSPHRASE).seed == key.seed
+    again, created = load_or_create_key(key_path, PASSPHRASE)
+    assert not created and again.seed == key.seed
+    with pytest.raises(WrongPassphraseError):
+        load_key(key_path, "not it")
+
+
 def test_two_encryptions_differ(key: Ed25519PrivateKey, tmp_path: Path) -> None:
     save_key(tmp_path / "a", key, PASSPHRASE, **FAST)
     save_key(tmp_path / "b", key, PASSPHRASE, **FAST)

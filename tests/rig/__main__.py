@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kosmesh.node.process import NodeProcess, NodeProcessError
+from kosmesh.cli.process import NodeProcess, NodeProcessError
 from tests.rig import faults
 from tests.rig.netns import Rig, RigError, RigUnavailable, list_namespaces, sweep
 from tests.rig.nodes import FAST_TIMERS, start_nodes

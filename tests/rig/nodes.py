@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kosmesh.cli.process import NodeProcess
 from kosmesh.node.config import NodeConfig, RedialConfig, WireConfig, write_config
-from kosmesh.node.process import NodeProcess
 from tests.rig.netns import Host, Rig
 
 PORT = 4001

@@ -48,7 +48,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from kosmesh.node.process import NodeProcess, NodeProcessError
+from kosmesh.cli.process import NodeProcess, NodeProcessError
 from tests.rig import faults
 from tests.rig.load import latency_stats, percentile, straggler_bound_s
 from tests.rig.netns import Host, Rig, RigError, RigUnavailable, check_available

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from kosmesh.cli.process import NodeProcess
 from kosmesh.node.config import DB_FILE
-from kosmesh.node.process import NodeProcess
 from tests.rig import faults
 from tests.rig.netns import Host, Rig, RigUnavailable, check_available, list_namespaces, namespace_pids
 from tests.rig.nodes import FAST_TIMERS, connected_peers, start_nodes, status

@@ -1,7 +1,8 @@
 """The node's local control API: HTTP + JSON on 127.0.0.1, used by the CLI.
 
 Only loopback is ever bound, and every request must carry the bearer token stored in
-the home (``api.token``, mode 0600), so other local users cannot drive the node.
+the home (``api.token``, mode 0600), so other local users cannot drive the node. An empty
+token is never accepted; every answer names the node (see :mod:`kosmesh.api.auth`).
 """
 
 from __future__ import annotations
@@ -11,20 +12,21 @@ import contextlib
 import hmac
 import json
 import os
-import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kosmesh.api.auth import PEER_ID_HEADER, is_usable_token, load_or_create_token
 from kosmesh.klp import Priority
-from kosmesh.node.config import API_FILE, TOKEN_FILE
+from kosmesh.node.config import API_FILE
 from kosmesh.node.node import Node, NodeError
 
 MAX_BODY = 1024 * 1024
@@ -43,10 +45,14 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def build_app(node: Node, token: str, on_shutdown: Callable[[], None] | None = None) -> Starlette:
+    if not is_usable_token(token):
+        raise ValueError("the API token must be 16-512 characters without spaces (never empty)")
+    expected = f"Bearer {token}".encode()
+
     def guarded(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def wrapper(request: Request) -> Response:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            given = request.headers.get("authorization", "").encode("latin-1")
+            if not hmac.compare_digest(given, expected):
                 return _error(401, "missing or wrong API token")
             try:
                 return await fn(request)
@@ -136,18 +142,27 @@ def build_app(node: Node, token: str, on_shutdown: Callable[[], None] | None = N
         Route("/v1/config", guarded(config)),
         Route("/v1/shutdown", guarded(shutdown), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(_NamesTheNode, peer_id=str(node.peer_id))])
 
 
-def load_or_create_token(home: Path) -> str:
-    path = home / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token)
-    return token
+class _NamesTheNode:
+    """Adds ``X-Kosmesh-Peer-Id`` to every answer, errors and unknown paths included."""
+
+    def __init__(self, app: ASGIApp, peer_id: str) -> None:
+        self.app = app
+        self.header = (PEER_ID_HEADER.lower().encode(), peer_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 class ControlAPI:

@@ -12,7 +12,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from kosmesh.cli.client import ClientError
-from kosmesh.node.process import NodeProcess
+from kosmesh.cli.literal import cells, line, literal
+from kosmesh.cli.process import NodeProcess
 
 
 def run_demo(*, nodes: int, tasks: int, console: Console) -> int:
@@ -22,16 +23,17 @@ def run_demo(*, nodes: int, tasks: int, console: Console) -> int:
             started = time.perf_counter()
             for i, proc in enumerate(procs):
                 proc.start()
-                console.print(f"node{i} [bold]{proc.peer_id}[/] listening on {proc.addrs[0].split('/p2p/')[0]}")
-            console.print(f"{nodes} nodes up in {time.perf_counter() - started:.2f}s")
+                console.print(line(f"node{i} ", literal(proc.peer_id, style="bold"), " listening on ",
+                                   proc.addrs[0].split("/p2p/")[0]))  # fmt: skip
+            console.print(line(f"{nodes} nodes up in {time.perf_counter() - started:.2f}s"))
 
             for i, proc in enumerate(procs):  # a ring: every node dials the next
                 nxt = procs[(i + 1) % nodes]
                 reply = proc.client().call("POST", "/v1/connect", {"multiaddr": nxt.addrs[0]})
                 console.print(
-                    f"node{i} → node{(i + 1) % nodes}: connection {reply['connection_id']} "
-                    f"(trust {reply['trust_score']})"
-                )
+                    line(f"node{i} → node{(i + 1) % nodes}: connection ", reply["connection_id"],
+                         " (trust ", reply["trust_score"], ")")
+                )  # fmt: skip
 
             results: dict[tuple[int, int], list[dict[str, object]]] = {}
             pairs = [(i, j) for i in range(nodes) for j in range(nodes) if i != j]
@@ -59,20 +61,22 @@ def run_demo(*, nodes: int, tasks: int, console: Console) -> int:
                 failures += len(rows) - ok
                 rtts = [float(r["rtt"]) for r in rows if r["ok"]]  # type: ignore[arg-type]
                 table.add_row(
-                    f"node{i}", f"node{j}", f"{ok}/{len(rows)}",
-                    f"{statistics.median(rtts):.2f}" if rtts else "-", f"{max(rtts):.2f}" if rtts else "-",
-                )
+                    *cells(f"node{i}", f"node{j}", f"{ok}/{len(rows)}",
+                           f"{statistics.median(rtts):.2f}" if rtts else "-", f"{max(rtts):.2f}" if rtts else "-")
+                )  # fmt: skip
             console.print(table)
             peers = procs[0].client().call("GET", "/v1/peers")
             console.print(
-                f"node0 knows {len(peers)} peers: "
-                + ", ".join(f"{p['peer_id'][:16]}… ({p['status']}, role {p['role'] or '?'})" for p in peers)
-            )
+                line(f"node0 knows {len(peers)} peers: ",
+                     ", ".join(f"{str(p['peer_id'])[:16]}… ({p['status']}, role {p['role'] or '?'})" for p in peers))
+            )  # fmt: skip
         finally:
             codes = [proc.stop() for proc in procs]
         clean = all(code == 0 for code in codes)
         console.print(
-            f"stopped {nodes} nodes ({'cleanly' if clean else f'exit codes {codes}'}); "
-            f"{'all tasks verified' if failures == 0 else f'{failures} tasks FAILED'}"
+            line(
+                f"stopped {nodes} nodes ({'cleanly' if clean else f'exit codes {codes}'}); "
+                f"{'all tasks verified' if failures == 0 else f'{failures} tasks FAILED'}"
+            )
         )
         return 0 if failures == 0 and clean else 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -13,9 +12,12 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from kosmesh.cli import passphrase
 from kosmesh.cli.client import ClientError, NodeClient
-from kosmesh.identity.keystore import KeystoreError
+from kosmesh.cli.literal import bold, cells, line, literal
+from kosmesh.identity.keystore import KeystoreError, PassphraseRequiredError
 from kosmesh.node.config import ROLES, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="kOS Mesh: a federated P2P mesh for AI agents.")
@@ -32,7 +34,7 @@ _state: dict[str, Path] = {}
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(line(Text("error:", style="bold red"), " ", message), soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -72,22 +74,46 @@ def main_options(
 
 @app.command()
 def init(
-    passphrase: Annotated[
-        str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", help="Encrypt the key file with this passphrase.")
-    ] = None,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help=f"Encrypt a new key file with a passphrase, taken from {passphrase.ENV_VAR} or asked for "
+            "(hidden, twice; stdin's first line when stdin is not a terminal). Never an argument.",
+        ),
+    ] = False,
 ) -> None:
-    """Create the node home: config, key (mode 0600), database. Prints the peer id and DID."""
+    """Create the node home: config, key (mode 0600), database. Prints the peer id and DID.
+
+    Setting KOSMESH_PASSPHRASE also encrypts a new key.
+    """
     from kosmesh.identity import PeerId
     from kosmesh.identity.did_key import did_key_from_public_key
+    from kosmesh.identity.keystore import key_file_is_encrypted
+    from kosmesh.node.config import KEY_FILE
     from kosmesh.node.node import init_home
 
+    key_path = home() / KEY_FILE
     try:
-        key, created = init_home(home(), passphrase=passphrase)
+        if key_path.exists():
+            if encrypt and not key_file_is_encrypted(key_path):
+                fail(f"{key_path} already exists unencrypted; --encrypt only protects a new key")
+            secret = passphrase.for_existing_key(key_path)
+        else:
+            secret = passphrase.for_new_key() if encrypt else passphrase.from_env()
+        key, created = init_home(home(), passphrase=secret)
+    except passphrase.PassphraseError as exc:
+        fail(str(exc))
+    except PassphraseRequiredError:
+        fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or run from a terminal to be asked")
     except (KeystoreError, ConfigError, OSError) as exc:
         fail(str(exc))
-    out.print(f"{'Created' if created else 'Existing'} node home: {home()}", highlight=False)
-    out.print(f"Peer ID: {PeerId.from_public_key(key.public_key)}", highlight=False)
-    out.print(f"DID: {did_key_from_public_key(key.public_key)}", highlight=False)
+    out.print(line("Created" if created else "Existing", " node home: ", home()))
+    out.print(line("Peer ID: ", PeerId.from_public_key(key.public_key)))
+    out.print(line("DID: ", did_key_from_public_key(key.public_key)))
+    if created and secret is not None:
+        out.print(line(f"Key encrypted: `node run` needs {passphrase.ENV_VAR} or, on a terminal, asks for it."),
+                  soft_wrap=True)  # fmt: skip
 
 
 @node_app.command("run")
@@ -95,11 +121,14 @@ def node_run(
     listen: Annotated[list[str] | None, typer.Option("--listen", help="Multiaddr to listen on (repeatable).")] = None,
     seed: Annotated[list[str] | None, typer.Option("--seed", help="Seed multiaddr to dial (repeatable).")] = None,
     role: Annotated[str | None, typer.Option(help=f"Node role: {' | '.join(ROLES)}.")] = None,
-    passphrase: Annotated[str | None, typer.Option(envvar="KOSMESH_PASSPHRASE", hidden=True)] = None,
 ) -> None:
-    """Run a node until SIGINT/SIGTERM. Prints one `listening <multiaddr>` line per address."""
+    """Run a node until SIGINT/SIGTERM. Prints one `listening <multiaddr>` line per address.
+
+    An encrypted key is unlocked with KOSMESH_PASSPHRASE, or a hidden prompt on a terminal.
+    """
+    from kosmesh.cli.node_runner import run_node
+    from kosmesh.node.config import KEY_FILE
     from kosmesh.node.node import Node, NodeError
-    from kosmesh.node.runner import run_node
     from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 
     for addr in [*(listen or []), *(seed or [])]:
@@ -110,8 +139,13 @@ def node_run(
     if role is not None and role not in ROLES:
         fail(f"role must be one of {', '.join(ROLES)}")
     try:
-        node = Node(home(), listen=listen or None, seeds=seed or None, role=role, passphrase=passphrase)
+        secret = passphrase.for_existing_key(home() / KEY_FILE)
+        node = Node(home(), listen=listen or None, seeds=seed or None, role=role, passphrase=secret)
         asyncio.run(run_node(node))
+    except passphrase.PassphraseError as exc:
+        fail(str(exc))
+    except PassphraseRequiredError:
+        fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or run from a terminal to be asked")
     except (NodeError, KeystoreError, ConfigError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -125,22 +159,22 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     if as_json:
         emit_json(data)
         return
-    out.print(f"[bold]Peer ID:[/] {data['peer_id']}", highlight=False)
-    out.print(f"[bold]DID:[/]     {data['did']}", highlight=False)
-    out.print(f"[bold]Role:[/]    {data['role']}    [bold]Uptime:[/] {data['uptime_s']}s", highlight=False)
+    out.print(line(bold("Peer ID:"), " ", data["peer_id"]))
+    out.print(line(bold("DID:"), "     ", data["did"]))
+    out.print(line(bold("Role:"), "    ", data["role"], "    ", bold("Uptime:"), f" {data['uptime_s']}s"))
     for addr in data["listen_addrs"]:
-        out.print(f"[bold]Listen:[/]  {addr}", highlight=False)
+        out.print(line(bold("Listen:"), "  ", addr))
     table = Table(title=f"Connections ({len(data['connections'])})")
     for col in ("peer", "direction", "address", "streams", "connection id"):
         table.add_column(col)
     for c in data["connections"]:
-        table.add_row(c["peer_id"], c["direction"], c["remote_addr"], str(c["streams"]), c["connection_id"])
+        table.add_row(*cells(c["peer_id"], c["direction"], c["remote_addr"], c["streams"], c["connection_id"]))
     out.print(table)
     agents = Table(title="Agents")
     agents.add_column("name")
     agents.add_column("capabilities")
     for a in data["agents"]:
-        agents.add_row(a["name"], ", ".join(a["capabilities"]))
+        agents.add_row(*cells(a["name"], ", ".join(map(str, a["capabilities"]))))
     out.print(agents)
     waiting = [t for t in data.get("redial", []) if not t["connected"]]
     if waiting:
@@ -149,7 +183,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
             redial.add_column(col)
         for t in waiting:
             due = "dialing" if t["next_dial_in_s"] is None else f"{t['next_dial_in_s']} s"
-            redial.add_row(t["target"], "yes" if t["seed"] else "", str(t["failures"]), due)
+            redial.add_row(*cells(t["target"], "yes" if t["seed"] else "", t["failures"], due))
         out.print(redial)
 
 
@@ -157,9 +191,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
 def connect(multiaddr: Annotated[str, typer.Argument(help="/ip4/…/tcp/…/p2p/<peer id>")]) -> None:
     """Connect to a peer and print the connection and its trust score."""
     data = call("POST", "/v1/connect", {"multiaddr": multiaddr})
-    out.print(f"Connected to peer: {data['peer_id']}", highlight=False)
-    out.print(f"Connection ID: {data['connection_id']}", highlight=False)
-    out.print(f"Trust Score: {data['trust_score']}", highlight=False)
+    out.print(line("Connected to peer: ", data["peer_id"]))
+    out.print(line("Connection ID: ", data["connection_id"]))
+    out.print(line("Trust Score: ", data["trust_score"]))
 
 
 @app.command()
@@ -175,8 +209,14 @@ def peers(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     for p in data:
         colour = "green" if p["status"] == "connected" else "dim"
         table.add_row(
-            p["peer_id"], f"[{colour}]{p['status']}[/]", f"{p['trust_score']:.1f}", p["role"] or "?",
-            ", ".join(p["capabilities"]) or "-", p["last_seen"],
+            literal(p["peer_id"]),
+            literal(p["status"], style=colour),
+            *cells(
+                f"{p['trust_score']:.1f}",
+                p["role"] or "?",
+                ", ".join(map(str, p["capabilities"])) or "-",
+                p["last_seen"],
+            ),
         )
     out.print(table)
 
@@ -188,8 +228,8 @@ def trust(
 ) -> None:
     """Add a trusted agent (its node's peers then meet trust requirements up to this level)."""
     data = call("POST", "/v1/trust", {"address": klp_address, "level": level})
-    out.print(f"Added trusted agent: {data['address']}", highlight=False)
-    out.print(f"Trust Level: {data['trust_level']}", highlight=False)
+    out.print(line("Added trusted agent: ", data["address"]))
+    out.print(line("Trust Level: ", data["trust_level"]))
 
 
 @task_app.command("send")
@@ -214,13 +254,13 @@ def task_send(
         emit_json(reply)
     else:
         colour = {"processed": "green", "rejected": "red", "deferred": "yellow"}.get(reply["status"], "white")
-        out.print(f"Status: [{colour}]{reply['status']}[/]", highlight=False)
+        out.print(line("Status: ", literal(reply["status"], style=colour)))
         if reply.get("reason"):
-            out.print(f"Reason: {reply['reason']}", highlight=False)
+            out.print(line("Reason: ", reply["reason"]))
         if reply.get("retry_after") is not None:
-            out.print(f"Retry after: {reply['retry_after']}s", highlight=False)
-        out.print(f"Responder: {reply['responder']}  ({reply['rtt_ms']:.1f} ms)", highlight=False)
-        out.print(f"Data: {json.dumps(reply['result'])}", highlight=False)
+            out.print(line("Retry after: ", reply["retry_after"], "s"))
+        out.print(line("Responder: ", reply["responder"], f"  ({reply['rtt_ms']:.1f} ms)"))
+        out.print(line("Data: ", json.dumps(reply["result"])))
     if reply["status"] != "processed":
         raise typer.Exit(2)
 
@@ -239,16 +279,18 @@ def _config_from_home() -> dict[str, Any]:
     """The same view as the API's, read from the home of a node that is not running."""
     from kosmesh.identity import PeerId
     from kosmesh.identity.did_key import did_key_from_public_key
-    from kosmesh.identity.keystore import PassphraseRequiredError, load_key
+    from kosmesh.identity.keystore import load_key
     from kosmesh.node.config import KEY_FILE, load_config
 
     if not (home() / "config.toml").exists():
         fail(f"no node home at {home()}; run `kosmesh --home {home()} init` first")
     try:
         data = load_config(home()).to_dict()
-        key = load_key(home() / KEY_FILE, os.environ.get("KOSMESH_PASSPHRASE"))
+        key = load_key(home() / KEY_FILE, passphrase.for_existing_key(home() / KEY_FILE))
     except PassphraseRequiredError:
-        fail("the key is passphrase-protected: set KOSMESH_PASSPHRASE, or start the node and export from it")
+        fail(f"the key is passphrase-protected: set {passphrase.ENV_VAR}, or start the node and export from it")
+    except passphrase.PassphraseError as exc:
+        fail(str(exc))
     except (ConfigError, KeystoreError) as exc:
         fail(str(exc))
     data["peer_id"] = str(PeerId.from_public_key(key.public_key))
