@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from kosmesh import Node
+from kosmesh.agents import AgentError, Task
 from kosmesh.cli.process import NodeProcess
-from kosmesh.node.agents import AgentError, Task
 from tests.attacks.conftest import LOOPBACK
 from tests.cli.commands import kosmesh
 
