@@ -43,12 +43,15 @@ def signed_frame(
 
 
 async def read_answers(stream: Stream, count: int, timeout: float = 10.0) -> list[ProcessingResult]:
-    """The next ``count`` answers on ``stream`` (fewer if it ends first)."""
+    """The next ``count`` answers on ``stream`` (fewer if it ends or is reset first)."""
     reader = FrameReader()
     out: list[ProcessingResult] = []
     async with asyncio.timeout(timeout):
         while len(out) < count:
-            chunk = await stream.read()
+            try:
+                chunk = await stream.read()
+            except ConnectionError:  # reset: what came before it still counts
+                break
             if not chunk:
                 break
             out += [parse_response(decode_message(frame)) for frame in reader.receive_data(chunk)]

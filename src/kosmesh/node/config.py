@@ -34,6 +34,11 @@ class KLPConfig:
     workers: int = 64
     default_ttl: int = 60
     task_timeout_s: float = 30.0
+    # What one peer may send before it is answered deferred(retry_after); past that, its stream is reset.
+    peer_messages_per_s: float = 5_000.0
+    peer_message_burst: float = 10_000.0
+    peer_bytes_per_s: float = 32 * 1024 * 1024
+    peer_byte_burst: float = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -94,6 +99,9 @@ class NodeConfig:
                 raise ConfigError(f"trust score for {peer} must be between 0 and 10")
         if self.klp.workers < 1 or self.klp.queue_capacity < 1:
             raise ConfigError("klp.workers and klp.queue_capacity must be positive")
+        k = self.klp
+        if min(k.peer_messages_per_s, k.peer_message_burst, k.peer_bytes_per_s, k.peer_byte_burst) <= 0:
+            raise ConfigError("klp.peer_* rates and bursts must be positive")
         if not 0 < self.wire.keepalive_interval_s < self.wire.idle_timeout_s:
             raise ConfigError("wire.keepalive_interval_s must be positive and below wire.idle_timeout_s")
         if self.wire.dial_timeout_s <= 0 or self.wire.probe_timeout_s <= 0:
@@ -169,6 +177,10 @@ queue_capacity = {cfg.klp.queue_capacity}
 workers = {cfg.klp.workers}
 default_ttl = {cfg.klp.default_ttl}
 task_timeout_s = {cfg.klp.task_timeout_s}
+peer_messages_per_s = {cfg.klp.peer_messages_per_s}   # per peer; over it: deferred(retry_after)
+peer_message_burst = {cfg.klp.peer_message_burst}
+peer_bytes_per_s = {cfg.klp.peer_bytes_per_s}
+peer_byte_burst = {cfg.klp.peer_byte_burst}
 
 [wire]
 keepalive_interval_s = {cfg.wire.keepalive_interval_s}   # ping every connection this often

@@ -14,7 +14,7 @@ from kosmesh.discovery.redial import RedialPolicy
 from kosmesh.discovery.redial_service import RedialService
 from kosmesh.identity import PeerId
 from kosmesh.klp import KLPProcessor
-from kosmesh.klp.endpoint import KLPEndpoint
+from kosmesh.klp.endpoint import KLPEndpoint, RateLimits
 from kosmesh.klp.record_exchange import RecordExchangeService
 from kosmesh.node.message_log import MessageLogger
 from kosmesh.node.retention import RetentionService
@@ -47,6 +47,12 @@ def build_services(node: Node) -> list[Service]:
         workers=cfg.klp.workers,
         queue_capacity=cfg.klp.queue_capacity,
         default_ttl=cfg.klp.default_ttl,
+        limits=RateLimits(
+            messages_per_s=cfg.klp.peer_messages_per_s,
+            message_burst=cfg.klp.peer_message_burst,
+            bytes_per_s=cfg.klp.peer_bytes_per_s,
+            byte_burst=cfg.klp.peer_byte_burst,
+        ),
         on_message=MessageLogger(node.storage.messages),
     )
     node.storage.db.after_commit.append(klp.flush_answers)  # answers kept by one commit leave together
