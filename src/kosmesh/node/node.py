@@ -46,9 +46,12 @@ from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_c
 from kosmesh.node.klp_service import KLPService, Outcome, TaskError, TaskReply, TaskTimeout
 from kosmesh.node.redial import Redialer, RedialPolicy, RedialTarget
 from kosmesh.node.storage import Storage
+from kosmesh.wire.attach import ServiceAttachment, attach_services
 from kosmesh.wire.connection import Connection, ConnectionLimits
-from kosmesh.wire.host import DialError, Host, HostLimits, PeerInfo
+from kosmesh.wire.host import DialError, Host, HostLimits
+from kosmesh.wire.identify_service import IdentifyService, PeerInfo
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
+from kosmesh.wire.ping_service import PingService
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,9 @@ class Node:
             agent_version=f"kosmesh/{__version__}",
             limits=HostLimits(dial_timeout=wire.dial_timeout_s, connection=limits),
         )
+        self.ping = PingService(self.host)
+        self.identify = IdentifyService(self.host)
+        self._wire_services: ServiceAttachment | None = None
         redial = self.config.redial
         self.redialer = Redialer(RedialPolicy(min_s=redial.min_s, max_s=redial.max_s, give_up_s=redial.give_up_s))
         self._redial_wake = asyncio.Event()
@@ -203,7 +209,8 @@ class Node:
         self.host.set_stream_handler(KLP_PROTOCOL, self.klp.handle_stream)
         self.host.on_connected.append(self._on_connected)
         self.host.on_disconnected.append(self._on_disconnected)
-        self.host.on_identified.append(self._on_identified)
+        self.identify.on_identified.append(self._on_identified)
+        self._wire_services = await attach_services(self.host, [self.ping, self.identify])
         for addr in self.config.listen:
             try:
                 await self.host.listen(addr)
@@ -225,6 +232,8 @@ class Node:
         if self.klp is not None:
             await self.klp.close()
         await self.host.close()
+        if self._wire_services is not None:
+            await self._wire_services.stop()
         await self.storage.close()
         self._unlock_home()
 
@@ -556,7 +565,7 @@ class Node:
     async def _dial_known(self, peer: PeerId) -> Connection:
         rows = await self.storage.query("SELECT addrs FROM peers WHERE peer_id=?", (str(peer),))
         addrs = json.loads(rows[0]["addrs"]) if rows else []
-        info = self.host.peer_info.get(peer)
+        info = self.identify.peer_info.get(peer)
         if info is not None:
             addrs = [str(a) for a in info.listen_addrs] + addrs
         failures = []
