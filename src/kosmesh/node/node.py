@@ -113,11 +113,24 @@ class Node:
         self.agents.register("echo", echo_agent, capabilities=["echo"], description="answers with its input")
         self.storage = Storage(self.home / DB_FILE)
         wire = self.config.wire
-        limits = ConnectionLimits(keepalive_interval=wire.keepalive_interval_s, idle_timeout=wire.idle_timeout_s)
+        limits = ConnectionLimits(
+            keepalive_interval=wire.keepalive_interval_s,
+            idle_timeout=wire.idle_timeout_s,
+            handshake_timeout=wire.handshake_timeout_s,
+        )
         self.host = Host(
             self.identity,
             agent_version=f"kosmesh/{__version__}",
-            limits=HostLimits(dial_timeout=wire.dial_timeout_s, connection=limits),
+            limits=HostLimits(
+                max_connections=wire.max_connections,
+                reserved_outbound=wire.reserved_outbound,
+                max_inbound_per_ip=wire.max_inbound_per_ip,
+                max_pending_inbound=wire.max_pending_inbound,
+                max_pending_inbound_per_ip=wire.max_pending_inbound_per_ip,
+                accept_backlog=wire.accept_backlog,
+                dial_timeout=wire.dial_timeout_s,
+                connection=limits,
+            ),
         )
         self.ping = PingService(self.host)
         self.identify = IdentifyService(self.host)
