@@ -45,7 +45,6 @@ class Case:
     sockets: int = 0  # idle sockets the attacker opens, round robin over `addresses`
     addresses: int = 1  # attacker source addresses 127.0.0.2, 127.0.0.3, ...
     pending: int = 128  # handshakes the node may hold (max_pending_inbound)
-    backlog: int = 128  # one accept batch, open for the instant before its sockets are refused
 
 
 CASES = [
@@ -63,7 +62,6 @@ CASES = [
         sockets=200,
         addresses=4,
         pending=8,
-        backlog=16,
     ),
     # the defaults a fresh home gets; 700 sockets are more than the 512-slot table
     Case("default-limits", sockets=700, addresses=10),
@@ -73,15 +71,22 @@ CASES = [
 class IdleSocket:
     """One attacker socket that never writes; records whether the node answered or closed it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter | None) -> None:
         self.writer = writer
         self.answered = False  # the node sent its multistream header: admitted to a handshake
         self.closed = False  # EOF or reset from the node
         self.task = asyncio.get_running_loop().create_task(self._watch(reader))
 
-    async def _watch(self, reader: asyncio.StreamReader) -> None:
+    @classmethod
+    async def open(cls, host: str, port: int, source: str) -> IdleSocket:
         try:
-            while await reader.read(4096):
+            return cls(*await asyncio.open_connection(host, port, local_addr=(source, 0)))
+        except ConnectionResetError:
+            return cls(None, None)  # reset so fast that the connect call itself saw it
+
+    async def _watch(self, reader: asyncio.StreamReader | None) -> None:
+        try:
+            while reader is not None and await reader.read(4096):
                 self.answered = True
         except ConnectionError:
             pass
@@ -110,7 +115,7 @@ async def test_idle_sockets_fill_the_slots(tmp_path: Path, case: Case) -> None:
         peak = baseline
         for i in range(case.sockets):
             source = f"127.0.0.{2 + i % case.addresses}"
-            sockets.append(IdleSocket(*await asyncio.open_connection(host, port, local_addr=(source, 0))))
+            sockets.append(await IdleSocket.open(host, port, source))
             peak = max(peak, open_fds(pid))
 
         # every socket the node did not keep for a handshake is closed, promptly (no timeout can
@@ -137,16 +142,20 @@ async def test_idle_sockets_fill_the_slots(tmp_path: Path, case: Case) -> None:
             assert reply.status == "processed"
             assert reply.result == {"hi": 1}
 
-            # bounded descriptors: what is held, what an accept batch may hold for an instant
+            # bounded descriptors: the handshakes held, the honest peer and our dial; for an instant
+            # also the handshakes an accept batch evicted, closed at the next turn of the loop
+            from kosmesh.wire.host import ACCEPT_BATCH  # here: the old code fails the test above, not at import
+
             settled = open_fds(pid)
             assert settled <= baseline + case.pending + 2 + SLACK_FDS, (baseline, settled)
-            assert peak <= baseline + case.pending + case.backlog + 2 + SLACK_FDS, (baseline, peak)
+            assert peak <= baseline + case.pending + ACCEPT_BATCH + 2 + SLACK_FDS, (baseline, peak)
 
         # refusals are reported, not logged one line per socket
         assert len(target.stderr_lines) < 10, target.stderr_lines[-5:]
     finally:
         for s in sockets:
-            s.writer.close()
+            if s.writer is not None:
+                s.writer.close()
             s.task.cancel()
         await asyncio.gather(*(s.task for s in sockets), return_exceptions=True)
         await dialee.close()

@@ -9,6 +9,7 @@ socket closed during a test was closed by a slot decision, never by a timeout.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -31,14 +32,14 @@ def limits(**kwargs: int) -> HostLimits:
 class RawSocket:
     """An attacker's idle socket: did the host start a handshake on it, and did it close it?"""
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader | None  # None: reset before the connect call even returned
+    writer: asyncio.StreamWriter | None
     greeted: bool = False  # the host sent its multistream header: admitted
     closed: bool = False
 
     async def watch(self) -> None:
         try:
-            while await self.reader.read(4096):
+            while self.reader is not None and await self.reader.read(4096):
                 self.greeted = True
         except ConnectionError:
             pass
@@ -52,7 +53,10 @@ async def raw() -> AsyncIterator[Callable[[Multiaddr, str], asyncio.Future[RawSo
 
     async def connect(addr: Multiaddr, source: str) -> RawSocket:
         host, port = addr.tcp_endpoint()
-        sock = RawSocket(*await asyncio.open_connection(host, port, local_addr=(source, 0)))
+        try:
+            sock = RawSocket(*await asyncio.open_connection(host, port, local_addr=(source, 0)))
+        except ConnectionResetError:
+            sock = RawSocket(None, None)
         sockets.append(sock)
         tasks.append(asyncio.get_running_loop().create_task(sock.watch()))
         return sock
@@ -62,7 +66,8 @@ async def raw() -> AsyncIterator[Callable[[Multiaddr, str], asyncio.Future[RawSo
 
     yield start
     for sock in sockets:
-        sock.writer.close()
+        if sock.writer is not None:
+            sock.writer.close()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -179,6 +184,7 @@ async def test_slots_come_back_after_failures_and_closes(
     for _ in range(3):
         sock = await settled(await raw(addr, "127.0.0.2"))
         assert target.describe()["pending_inbound"] == 1
+        assert sock.writer is not None
         sock.writer.close()  # the handshake fails
         await wait_for(lambda: target.describe()["pending_inbound"] == 0)
         peer = hosts()
@@ -209,3 +215,51 @@ def test_limits_are_checked() -> None:
         HostLimits(max_connections=4, reserved_outbound=4)
     with pytest.raises(ValueError):
         HostLimits(max_pending_inbound=0)
+
+
+HOST_WITH_FEW_FDS = """
+import asyncio, logging, os, resource, sys
+from kosmesh.identity import Ed25519PrivateKey
+from kosmesh.wire.connection import ConnectionLimits
+from kosmesh.wire.host import Host, HostLimits
+
+async def main():
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    host = Host(Ed25519PrivateKey.generate(), limits=HostLimits(connection=ConnectionLimits(handshake_timeout=60)))
+    addr = await host.listen("/ip4/127.0.0.1/tcp/0")
+    warm = Host(Ed25519PrivateKey.generate())  # one whole connection first: lazy imports open files
+    await (await warm.dial(addr)).close()
+    await warm.close()
+    open_now = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 10, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(addr, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_out_of_descriptors_pauses_accepting_instead_of_a_log_storm(
+    raw: Callable[[Multiaddr, str], asyncio.Future[RawSocket]], hosts: Callable[..., Host]
+) -> None:
+    """A process whose descriptor limit is below the host's bounds: accept() fails with EMFILE. The
+    host pauses accepting for a second (one warning) instead of retrying at once, and resumes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOST_WITH_FEW_FDS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        addr = Multiaddr.parse((await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip())
+        idle = [await raw(addr, "127.0.0.2") for _ in range(30)]  # 10 get a descriptor, the rest wait
+        await wait_for(lambda: sum(s.greeted for s in idle) >= 9)
+        for sock in idle:
+            if sock.writer is not None:
+                sock.writer.close()  # the host sees them go and frees its descriptors
+        conn = await hosts().dial(addr)  # accepting resumed
+        assert not conn.closed
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert proc.stderr is not None
+    warnings = [line for line in (await proc.stderr.read()).decode().splitlines() if "pausing accepts" in line]
+    assert 1 <= len(warnings) <= 5, warnings

@@ -48,7 +48,7 @@ class WireConfig:
     max_inbound_per_ip: int = 64  # inbound sockets per IPv4 address or IPv6 /64
     max_pending_inbound: int = 128  # sockets still in their handshake, in total...
     max_pending_inbound_per_ip: int = 16  # ...and per address
-    accept_backlog: int = 128  # the kernel's accept queue (and one accept batch)
+    accept_backlog: int = 128  # the kernel's accept queue
 
 
 @dataclass(slots=True)
@@ -167,7 +167,7 @@ idle_timeout_s = {cfg.wire.idle_timeout_s}          # drop a peer silent this lo
 dial_timeout_s = {cfg.wire.dial_timeout_s}          # give up a dial after this long
 probe_timeout_s = {cfg.wire.probe_timeout_s}         # after a task timeout: no pong this fast, redial
 handshake_timeout_s = {cfg.wire.handshake_timeout_s}     # close a socket not secured by then
-# Sockets a remote can make the node hold: at most max_connections + max_pending_inbound + accept_backlog.
+# Sockets a remote can make the node hold: at most max_connections + max_pending_inbound + 32.
 max_connections = {cfg.wire.max_connections}          # secured connections and dials in progress
 reserved_outbound = {cfg.wire.reserved_outbound}         # slots kept for our own dials
 max_inbound_per_ip = {cfg.wire.max_inbound_per_ip}        # per IPv4 address or IPv6 /64

@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
+import struct
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -37,6 +39,9 @@ from kosmesh.wire.slots import ConnectionSlots
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between two warnings about refused sockets: a flood is one line
+ACCEPT_BATCH = 32  # sockets accepted per wake-up: a flood gets a descriptor ahead of its refusal this many at a time
+ACCEPT_RETRY_DELAY = 1.0  # out of descriptors: accepting again sooner would only spin (asyncio waits as long)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset and keeps no state
 
 
 class DialError(ConnectionError):
@@ -48,9 +53,11 @@ class HostLimits:
     """Host-wide bounds (per-connection ones are in ConnectionLimits).
 
     The file descriptors a remote can make a host hold are bounded by
-    ``max_connections + max_pending_inbound + accept_backlog`` (plus the listening sockets):
+    ``max_connections + max_pending_inbound + ACCEPT_BATCH`` (plus the listening sockets):
     established connections and our dials share the table, handshakes in progress have their
-    own pool, and one accept batch may be open for the instant before its sockets are refused.
+    own pool, a refused socket is closed before the next one is accepted, and a handshake
+    evicted for a newcomer (at most one per socket of an accept batch) closes at the next turn
+    of the event loop.
     """
 
     max_connections: int = 512  # secured connections, both directions, plus our dials in progress
@@ -58,7 +65,7 @@ class HostLimits:
     max_inbound_per_ip: int = 64  # inbound sockets (pending and established) per IPv4 address or IPv6 /64
     max_pending_inbound: int = 128  # accepted sockets whose handshake is not finished, in total
     max_pending_inbound_per_ip: int = 16  # ... and per address
-    accept_backlog: int = 128  # the kernel's accept queue, and how many sockets asyncio accepts per wake-up
+    accept_backlog: int = 128  # the kernel's accept queue (sockets there are not ours yet)
     dial_timeout: float = 10.0
     connection: ConnectionLimits = field(default_factory=ConnectionLimits)
 
@@ -71,16 +78,30 @@ class HostLimits:
 
 
 class _InboundGate(asyncio.Protocol):
-    """The first protocol of every accepted socket: the host admits it (and hands the socket to a
-    Connection) or closes it on the spot, before a byte is read or a timer armed."""
+    """The first protocol of an admitted socket: it hands the transport to a new Connection, unless
+    the socket's slot was given to a newcomer in between, in which case it closes it at once."""
 
-    __slots__ = ("_host",)
+    __slots__ = ("_host", "_ticket", "connection")
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, ticket: int) -> None:
         self._host = host
+        self._ticket = ticket
+        self.connection: Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._host._admit(transport)
+        host = self._host
+        if host._closing or self._ticket not in host._slots:
+            cast(asyncio.Transport, transport).abort()  # any loop's stream transport (uvloop's too)
+            return
+        try:
+            conn = self.connection = host._new_connection("inbound", None, self._ticket)
+        except Exception:  # never leave the socket open on a protocol that ignores it
+            log.exception("cannot set up a connection for the socket from %s", transport.get_extra_info("peername"))
+            cast(asyncio.Transport, transport).abort()
+            host._release(self._ticket)
+            return
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
 
 
 class Host:
@@ -109,7 +130,9 @@ class Host:
         self._by_peer: dict[PeerId, list[Connection]] = {}  # established and announced ones
         self._dialing: dict[PeerId, asyncio.Future[Connection]] = {}
         self._handlers: dict[str, StreamHandler] = {}
-        self._servers: list[asyncio.Server] = []
+        self._listeners: list[socket.socket] = []
+        self._accepting: dict[int, socket.socket] = {}  # admitted sockets whose transport is not made yet
+        self._accept_paused: set[socket.socket] = set()
         self.listen_addrs: list[Multiaddr] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -135,45 +158,109 @@ class Host:
 
     # -- listening ---------------------------------------------------------------------
     async def listen(self, addr: Multiaddr | str) -> Multiaddr:
-        """Listen on a TCP multiaddr (port 0 picks one); returns the address with /p2p/."""
+        """Listen on a TCP multiaddr (port 0 picks one); returns the address with /p2p/.
+
+        The host accepts sockets itself rather than through ``loop.create_server``, so that it
+        knows a socket's address before any transport, task or Connection exists for it: a
+        refused socket costs an ``accept`` and a ``close``, and holds its descriptor for no time.
+        """
         ma = Multiaddr.parse(addr) if isinstance(addr, str) else addr
         host, port = ma.tcp_endpoint()
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: _InboundGate(self), host, port, reuse_address=True, backlog=self.limits.accept_backlog
-        )
-        self._servers.append(server)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         added: list[Multiaddr] = []
-        for sock in server.sockets:
-            sock_host, sock_port = sock.getsockname()[:2]
+        for family, kind, proto, _, sockaddr in dict.fromkeys(infos):  # one socket per address, as asyncio
+            listener = socket.socket(family, kind, proto)
+            try:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(sockaddr)
+                listener.listen(self.limits.accept_backlog)
+                listener.setblocking(False)
+            except OSError:
+                listener.close()
+                raise
+            self._listeners.append(listener)
+            loop.add_reader(listener.fileno(), self._accept_ready, listener)
+            sock_host, sock_port = listener.getsockname()[:2]
             added.append(Multiaddr.from_tcp(sock_host, sock_port).with_peer_id(self.peer_id))
+        if not added:
+            raise OSError(f"{host} resolves to no address to listen on")
         self.listen_addrs.extend(added)
         return added[0]
 
-    def _admit(self, transport: asyncio.BaseTransport) -> None:
-        """A socket was just accepted: give it a Connection, or close it now."""
-        peer = transport.get_extra_info("peername")
-        ip = str(peer[0]) if peer else "?"
-        ticket = next(self._tickets)
-        if self._closing:
-            self._refuse(transport, "host shutting down")
-            return
-        admission = self._slots.admit_inbound(ticket, ip)
-        if admission.refused is not None:
-            self._refuse(transport, admission.refused)
-            return
-        if admission.evict is not None:
-            victim = self._live.get(admission.evict)
-            if victim is not None:
-                log.debug("evicting the oldest handshake from %s for a socket from %s", victim.remote_address, ip)
-                victim.abort("too many handshakes in progress: evicted for a newcomer")
-        conn = self._new_connection("inbound", None, ticket)
-        transport.set_protocol(conn)
-        conn.connection_made(transport)
+    def _accept_ready(self, listener: socket.socket) -> None:
+        """Accept what the kernel holds (one batch per wake-up) and decide on each socket at once."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # out of descriptors, buffers or memory: pause rather than spin
+                self._pause_accepting(listener, exc)
+                return
+            self._admit(sock, peer)
 
-    def _refuse(self, transport: asyncio.BaseTransport, reason: str) -> None:
-        """Close a refused socket at once (a reset: nothing is read or sent); report floods once per interval."""
-        cast(asyncio.Transport, transport).abort()  # any loop's stream transport (uvloop's too)
+    def _pause_accepting(self, listener: socket.socket, exc: OSError) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(listener.fileno())
+        self._accept_paused.add(listener)
+        log.warning("cannot accept on %s (%s): pausing accepts for %.0f s",
+                    listener.getsockname(), exc.strerror or exc, ACCEPT_RETRY_DELAY)  # fmt: skip
+
+        def resume() -> None:
+            self._accept_paused.discard(listener)
+            if not self._closing and listener.fileno() >= 0:
+                loop.add_reader(listener.fileno(), self._accept_ready, listener)
+
+        loop.call_later(ACCEPT_RETRY_DELAY, resume)
+
+    def _admit(self, sock: socket.socket, peer: Any) -> None:
+        """A socket was just accepted: admit it to a handshake slot, or reset it now."""
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        ticket = next(self._tickets)
+        admission = self._slots.admit_inbound(ticket, ip) if not self._closing else None
+        refused = "host shutting down" if admission is None else admission.refused
+        if refused is not None:
+            self._refuse(sock, refused)
+            return
+        assert admission is not None
+        if admission.evict is not None:
+            log.debug("evicting the oldest handshake of the busiest address for a socket from %s", ip)
+            early = self._accepting.pop(admission.evict, None)
+            if early is not None:
+                early.close()
+            else:  # its transport exists (else the gate, about to run, sees the slot gone and closes it)
+                victim = self._live.get(admission.evict)
+                if victim is not None:
+                    victim.abort("too many handshakes in progress: evicted for a newcomer")
+        sock.setblocking(False)
+        self._accepting[ticket] = sock
+        self.spawn(self._start_inbound(ticket), f"accepting a socket from {ip}")
+
+    async def _start_inbound(self, ticket: int) -> None:
+        sock = self._accepting.pop(ticket, None)
+        if sock is None:
+            return  # evicted (and closed) before its turn
+        gate = _InboundGate(self, ticket)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: gate, sock)
+        except BaseException as exc:
+            if gate.connection is None:
+                self._release(ticket)
+                sock.close()  # closing what a failed transport already closed is harmless
+            if not isinstance(exc, OSError):
+                raise
+            log.debug("accepted socket from %s died before its handshake: %s", sock, exc)
+
+    def _refuse(self, sock: socket.socket, reason: str) -> None:
+        """Reset a refused socket at once (nothing is read or sent); report floods once per interval."""
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        sock.close()
         self.refused[reason] += 1
         self._refused_unreported += 1
         now = asyncio.get_running_loop().time()
@@ -336,16 +423,19 @@ class Host:
 
     async def close(self) -> None:
         self._closing = True
-        for server in self._servers:
-            server.close()
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            if listener not in self._accept_paused:
+                loop.remove_reader(listener.fileno())
+            listener.close()
+        self._listeners.clear()
+        for sock in self._accepting.values():
+            sock.close()
+        self._accepting.clear()
         conns = list(self._live.values())
         if conns:
             await asyncio.gather(*(c.close("host shutting down") for c in conns), return_exceptions=True)
-        for server in self._servers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._servers.clear()

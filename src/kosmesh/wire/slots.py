@@ -79,6 +79,10 @@ class ConnectionSlots:
         self.established_inbound = 0
         self.established_outbound = 0
 
+    def __contains__(self, ticket: int) -> bool:
+        """Whether ``ticket`` still holds a slot (an evicted or released one does not)."""
+        return ticket in self._stage
+
     @property
     def in_table(self) -> int:
         """Slots of the connection table in use: established connections and our dials in progress."""
