@@ -1,9 +1,9 @@
 """A libp2p host on asyncio: listens, dials, keeps the connection table and routes streams.
 
-The host owns the TCP servers and the table of live connections (at most one per peer is
-reused for dialing). It admits or refuses every socket the instant asyncio accepts it
-(:mod:`kosmesh.wire.slots`: refused sockets are closed at once, handshakes in progress are
-bounded per address and in total, and slots are kept for our own dials), and routes each
+The host owns the listening sockets and the table of live connections (at most one per peer
+is reused for dialing). Its own accept loop admits or refuses every socket the instant it is
+accepted (:mod:`kosmesh.wire.slots`: refused sockets are reset at once, handshakes in progress
+are bounded per address and in total, and slots are kept for our own dials), and routes each
 inbound stream to the handler registered for its protocol. Protocols themselves, identify
 and ping included, are services (:mod:`kosmesh.wire.service`) that register handlers and
 follow ``on_connected`` / ``on_disconnected``. Handlers get a
