@@ -32,6 +32,7 @@ from _common import (
 )
 
 from kosmesh.identity import Ed25519PrivateKey
+from kosmesh.wire.attach import attach_identify_and_ping
 from kosmesh.wire.connection import Connection, Stream
 from kosmesh.wire.host import Host
 
@@ -86,6 +87,7 @@ async def sink(stream: Stream) -> None:
 
 async def serve() -> None:
     host = Host(Ed25519PrivateKey.generate())
+    await attach_identify_and_ping(host)  # what every libp2p host serves, as a node does
     host.set_stream_handler(ECHO_PROTOCOL, echo)
     host.set_stream_handler(SINK_PROTOCOL, sink)
     addr = await host.listen(f"/ip4/{HOST}/tcp/0")
@@ -191,6 +193,7 @@ async def client(args: ClientArgs) -> None:
     result = Result(system="kosmesh-wire")
     target = f"/ip4/{args.host}/tcp/{args.port}/p2p/{args.extra[0]}"
     host = Host(Ed25519PrivateKey.generate())
+    await attach_identify_and_ping(host)
     try:
         conn = await host.dial(target)
         steps = {

@@ -17,6 +17,7 @@ import pytest
 from kosmesh import Node
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.node.config import NodeConfig
+from kosmesh.wire.attach import attach_identify_and_ping
 from kosmesh.wire.host import Host
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -65,8 +66,11 @@ async def honest(tmp_path: Path, target: Node) -> AsyncIterator[Node]:
 
 @pytest.fixture
 async def attacker() -> AsyncIterator[Host]:
-    """A bare wire host with a fresh identity: it speaks the protocols, and breaks their rules."""
+    """A bare wire host with a fresh identity: it speaks the protocols, and breaks their rules.
+
+    It answers identify and ping like any libp2p host, so the target treats it as a peer."""
     host = Host(Ed25519PrivateKey.generate())
+    await attach_identify_and_ping(host)
     try:
         yield host
     finally:

@@ -126,6 +126,7 @@ from kosmesh.wire.noise import (
 )
 from kosmesh.wire.ping import MAX_OUTSTANDING, PING_SIZE, PingError, PingInitiator, PingResponder
 from kosmesh.wire.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields, first_bytes, first_int
+from kosmesh.wire.slots import ConnectionSlots, address_group
 from kosmesh.wire.varint import MAX_VARINT_BYTES, VarintError, decode_uvarint, encode_uvarint
 from kosmesh.wire.yamux import (
     GO_AWAY_NORMAL,
@@ -852,6 +853,72 @@ def ping(data: bytes) -> bool:
         return _fails_again(lambda: initiator.receive_data(b""), PingError)
     assert done == sent[: len(done)]
     return len(done) == len(sent)
+
+
+_SLOT_ADDRESSES = (
+    *("10.0.0.1", "10.0.0.2", "10.0.0.3"),
+    *("2001:db8::1", "2001:db8::2", "::ffff:10.0.0.1", "fe80::1%lo"),
+    "?",  # no peer name
+)
+
+
+def _slots_seeds() -> dict[str, bytes]:
+    return {
+        "fill-and-evict": bytes([0 << 2, 0 << 2, 1 << 2, 2 << 2, 3 << 2, 4 << 2, 0 << 2]),
+        "life-cycle": bytes([0, 2, 1, 2 | 1 << 2, 3, 3 | 1 << 2]),
+        "dials-fill-the-table": bytes([1] * 8 + [2 | i << 2 for i in range(8)]),
+    }
+
+
+@fuzz_target(_slots_seeds)
+def connection_slots(data: bytes) -> bool:
+    """connection slots: any sequence of accepted sockets (from 8 addresses), dials, finished handshakes
+    and closes keeps every count true and within its bound (table, inbound share, pending pool, per address)."""
+    core = ConnectionSlots(
+        max_connections=6,
+        reserved_outbound=2,
+        max_inbound_per_ip=3,
+        max_pending_inbound=4,
+        max_pending_inbound_per_ip=2,
+    )
+    live: dict[int, str] = {}  # ticket -> pending-in | in | pending-out | out
+    groups: dict[int, str] = {}
+    for ticket, op in enumerate(data):
+        kind, arg = op & 3, op >> 2
+        if kind == 0:
+            ip = _SLOT_ADDRESSES[arg % len(_SLOT_ADDRESSES)]
+            admission = core.admit_inbound(ticket, ip)
+            if admission.evict is not None:
+                assert live.pop(admission.evict) == "pending-in"
+                groups.pop(admission.evict)
+            if admission.refused is None:
+                live[ticket], groups[ticket] = "pending-in", address_group(ip)
+        elif kind == 1:
+            if core.admit_outbound(ticket) is None:
+                live[ticket] = "pending-out"
+        elif live:
+            chosen = sorted(live)[arg % len(live)]
+            if kind == 2 and live[chosen].startswith("pending"):
+                if core.establish(chosen) is None:
+                    live[chosen] = "in" if live[chosen] == "pending-in" else "out"
+                else:
+                    assert live.pop(chosen) == "pending-in"
+                    groups.pop(chosen)
+            elif kind == 3:
+                core.release(chosen)
+                live.pop(chosen)
+                groups.pop(chosen, None)
+        stages = list(live.values())
+        assert core.pending_inbound == stages.count("pending-in") <= core.max_pending_inbound
+        assert core.established_inbound == stages.count("in") <= core.max_inbound
+        assert core.pending_outbound == stages.count("pending-out")
+        assert core.established_outbound == stages.count("out")
+        assert core.in_table <= core.max_connections
+        for group in set(groups.values()):
+            held = [live[t] for t, g in groups.items() if g == group]
+            assert held.count("pending-in") <= core.max_pending_inbound_per_ip
+            assert len(held) <= core.max_inbound_per_ip
+    return True
 
 
 # -- KLP -------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
+from kosmesh.wire.attach import WireServices, attach_identify_and_ping
 from kosmesh.wire.connection import Stream
 from kosmesh.wire.host import Host
 
@@ -41,14 +42,21 @@ async def echo_handler(stream: Stream) -> None:
 
 
 @pytest.fixture
-async def kosmesh_host() -> AsyncIterator[Host]:
+async def kosmesh_services() -> AsyncIterator[WireServices]:
+    """A bare host serving identify, ping and our echo protocol, as js-libp2p sees a kosmesh node."""
     host = Host(Ed25519PrivateKey.generate())
+    services = await attach_identify_and_ping(host)
     host.set_stream_handler(ECHO, echo_handler)
     await host.listen("/ip4/127.0.0.1/tcp/0")
     try:
-        yield host
+        yield services
     finally:
         await host.close()
+
+
+@pytest.fixture
+def kosmesh_host(kosmesh_services: WireServices) -> Host:
+    return kosmesh_services.identify.host
 
 
 class JsPeer:
@@ -95,11 +103,11 @@ async def start_js(*args: str) -> JsPeer:
     return JsPeer(proc)
 
 
-async def test_js_libp2p_dials_kosmesh(kosmesh_host: Host) -> None:
+async def test_js_libp2p_dials_kosmesh(kosmesh_host: Host, kosmesh_services: WireServices) -> None:
     _require_js()
     addr = kosmesh_host.listen_addrs[0]
     identified = asyncio.Event()
-    kosmesh_host.on_identified.append(lambda peer, info: identified.set())
+    kosmesh_services.identify.on_identified.append(lambda peer, info: identified.set())
     js = await start_js("dial", str(addr))
     try:
         dialed = await js.next_event("dialed")
@@ -123,14 +131,14 @@ async def test_js_libp2p_dials_kosmesh(kosmesh_host: Host) -> None:
         # and we identified the js peer over the connection it opened
         async with asyncio.timeout(10):
             await identified.wait()
-        infos = list(kosmesh_host.peer_info.values())
+        infos = list(kosmesh_services.identify.peer_info.values())
         assert any(i.agent_version.startswith("kosmesh-interop-js") for i in infos), infos
     finally:
         await js.stop()
     assert js.proc.returncode == 0
 
 
-async def test_kosmesh_dials_js_libp2p(kosmesh_host: Host) -> None:
+async def test_kosmesh_dials_js_libp2p(kosmesh_host: Host, kosmesh_services: WireServices) -> None:
     _require_js()
     js = await start_js("listen", "--port", "0")
     try:
@@ -142,10 +150,10 @@ async def test_kosmesh_dials_js_libp2p(kosmesh_host: Host) -> None:
         assert conn.remote_peer_id == js_id
         assert conn.direction == "outbound"
 
-        rtts = await kosmesh_host.ping(js_id, count=3)
+        rtts = await kosmesh_services.ping.ping(js_id, count=3)
         assert len(rtts) == 3 and all(r > 0 for r in rtts)
 
-        info = await kosmesh_host.request_identify(conn)
+        info = await kosmesh_services.identify.request(conn)
         assert info.agent_version.startswith("kosmesh-interop-js")
         assert ECHO in info.protocols and "/ipfs/ping/1.0.0" in info.protocols
 

@@ -17,8 +17,8 @@ import pytest
 from kosmesh import Node
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.klp import KLPAddress, KLPMessage, MessageType, ProcessingResult
-from kosmesh.node.driver import ServiceDriver, ServiceError
 from kosmesh.wire.connection import Connection, Stream
+from kosmesh.wire.driver import ServiceDriver, ServiceError
 from kosmesh.wire.host import Host
 from kosmesh.wire.service import Service, StreamHandler
 from tests.waiting import wait_for
@@ -125,13 +125,13 @@ async def test_a_message_type_no_service_handles_is_rejected_with_a_reason(tmp_p
 def test_a_protocol_or_message_type_claimed_twice_is_refused() -> None:
     driver = ServiceDriver(Host(Ed25519PrivateKey.generate()))
     driver.add(Shout())
-    with pytest.raises(ServiceError, match="distinct name"):
+    with pytest.raises(ServiceError, match="empty or taken"):
         driver.add(Shout())
 
     class OtherShout(Shout):
         name = "other-shout"
 
-    with pytest.raises(ServiceError, match="served by both"):
+    with pytest.raises(ServiceError, match="already served by shout"):
         driver.add(OtherShout())
     driver.add(Announcements())
 

@@ -1,14 +1,21 @@
-"""The asyncio adapter on real loopback sockets: dial, streams, ping, identify, limits."""
+"""The host on real loopback sockets: dial, streams, callbacks, connection slots and their limits."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
-from kosmesh.wire.connection import ConnectionLimits, ProtocolNegotiationError, Stream, StreamResetError
+from kosmesh.wire.connection import (
+    Connection,
+    ConnectionLimits,
+    ProtocolNegotiationError,
+    Stream,
+    StreamResetError,
+)
 from kosmesh.wire.host import DialError, Host, HostLimits
 from kosmesh.wire.multiaddr import Multiaddr
 from tests.waiting import wait_for
@@ -168,24 +175,19 @@ async def test_open_stream_times_out_when_the_remote_never_answers(
         await a.close()
 
 
-async def test_libp2p_ping_and_yamux_ping(pair: tuple[Host, Host, Multiaddr]) -> None:
+async def test_yamux_ping(pair: tuple[Host, Host, Multiaddr]) -> None:
     a, _, addr = pair
-    rtts = await a.ping(addr, count=3)
-    assert len(rtts) == 3
-    assert all(0 < r < 5 for r in rtts)
     conn = await a.dial(addr)
     assert 0 < await conn.ping() < 5
 
 
-async def test_identify_reports_protocols_and_agent(pair: tuple[Host, Host, Multiaddr]) -> None:
-    a, _b, addr = pair
+async def test_a_bare_host_serves_no_protocol_of_its_own(pair: tuple[Host, Host, Multiaddr]) -> None:
+    """Identify and ping are services (kosmesh.wire.attach); the host only routes streams."""
+    a, b, addr = pair
+    assert b.protocols == [ECHO]
     conn = await a.dial(addr)
-    info = await a.request_identify(conn)
-    assert ECHO in info.protocols
-    assert "/ipfs/ping/1.0.0" in info.protocols
-    assert info.agent_version.startswith("kosmesh/")
-    assert addr.without_peer_id() in info.listen_addrs
-    assert info.observed_addr is not None
+    with pytest.raises(ProtocolNegotiationError):
+        await conn.open_stream("/ipfs/id/1.0.0")
 
 
 async def test_handler_exception_resets_only_that_stream(pair: tuple[Host, Host, Multiaddr]) -> None:
@@ -204,20 +206,6 @@ async def test_handler_exception_resets_only_that_stream(pair: tuple[Host, Host,
     await echo.write_all(b"still fine")
     await echo.close()
     assert await echo.read_all(limit=100) == b"still fine"
-
-
-async def test_connection_limit_refuses_extra_inbound() -> None:
-    b = Host(Ed25519PrivateKey.generate(), limits=HostLimits(max_connections=1))
-    addr = await b.listen("/ip4/127.0.0.1/tcp/0")
-    a1, a2 = Host(Ed25519PrivateKey.generate()), Host(Ed25519PrivateKey.generate())
-    try:
-        await a1.dial(addr)
-        with pytest.raises(DialError):
-            await a2.dial(addr)
-        assert (await a1.ping(b.peer_id))[0] > 0
-    finally:
-        for h in (a1, a2, b):
-            await h.close()
 
 
 async def test_handshake_timeout_drops_silent_clients() -> None:
@@ -430,3 +418,57 @@ async def test_agreed_streams_leave_no_negotiation_timers(pair: tuple[Host, Host
     inbound = await wait_for(lambda: b.connection_to(a.peer_id))
     assert inbound._negotiation_timers == {}
     assert conn._negotiation_timers == {}
+
+
+# -- connect and disconnect callbacks ---------------------------------------------------
+async def test_callbacks_hear_connect_and_disconnect_once(pair: tuple[Host, Host, Multiaddr]) -> None:
+    a, b, addr = pair
+    events: list[tuple[str, PeerId]] = []
+    b.on_connected.append(lambda conn: events.append(("up", conn.remote_peer_id)))
+    b.on_disconnected.append(lambda conn: events.append(("down", conn.remote_peer_id)))
+    conn = await a.dial(addr)
+    await wait_for(lambda: events)
+    await conn.close()
+    await wait_for(lambda: len(events) == 2)
+    assert events == [("up", a.peer_id), ("down", a.peer_id)]
+    assert b.connections == [] and b.describe()["established_inbound"] == 0
+
+
+async def test_a_failing_callback_is_logged_with_context_and_the_others_still_run(
+    pair: tuple[Host, Host, Multiaddr], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, addr = pair
+    heard: list[str] = []
+
+    def broken_on_connect(conn: Connection) -> None:
+        raise RuntimeError("subscriber bug")
+
+    def broken_on_disconnect(conn: Connection) -> None:
+        raise RuntimeError("subscriber bug on the way out")
+
+    b.on_connected.extend([broken_on_connect, lambda conn: heard.append("connected")])
+    b.on_disconnected.extend([broken_on_disconnect, lambda conn: heard.append("disconnected")])
+    with caplog.at_level(logging.ERROR, logger="kosmesh.wire.host"):
+        conn = await a.dial(addr)
+        await wait_for(lambda: heard == ["connected"])
+        await conn.close()
+        await wait_for(lambda: heard == ["connected", "disconnected"])
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("on_connected callback" in m and "broken_on_connect" in m and str(a.peer_id) in m for m in messages)
+    assert any("on_disconnected callback" in m and "broken_on_disconnect" in m for m in messages)
+    assert all(r.exc_info is not None for r in caplog.records)  # with the traceback
+
+
+async def test_spawned_task_failure_is_logged_as_what_it_was(caplog: pytest.LogCaptureFixture) -> None:
+    host = Host(Ed25519PrivateKey.generate())
+
+    async def fails() -> None:
+        raise RuntimeError("background bug")
+
+    with caplog.at_level(logging.ERROR, logger="kosmesh.wire.host"):
+        task = host.spawn(fails(), "the example job")
+        with pytest.raises(RuntimeError):
+            await task
+        await wait_for(lambda: caplog.records)  # done callbacks run on a later loop turn
+    await host.close()
+    assert [r.getMessage() for r in caplog.records] == ["the example job failed"]

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.wire import multistream, noise, yamux
+from kosmesh.wire.attach import attach_identify_and_ping
 from kosmesh.wire.connection import Stream
 from kosmesh.wire.host import Host
+from kosmesh.wire.ping_service import PingService
 from kosmesh.wire.varint import encode_uvarint
 
 ECHO = "/test/echo/1.0.0"
@@ -159,6 +161,7 @@ ATTACKS: list[Attack] = [
 
 async def attack_then_check(attack: Attack) -> None:
     target = Host(Ed25519PrivateKey.generate())
+    await attach_identify_and_ping(target)
     target.set_stream_handler(ECHO, echo_handler)
     addr = await target.listen("/ip4/127.0.0.1/tcp/0")
     honest = Host(Ed25519PrivateKey.generate())
@@ -185,7 +188,7 @@ async def attack_then_check(attack: Attack) -> None:
         # ...and a new peer is served
         newcomer = Host(Ed25519PrivateKey.generate())
         try:
-            assert (await newcomer.ping(addr))[0] > 0
+            assert (await PingService(newcomer).ping(addr))[0] > 0
         finally:
             await newcomer.close()
     finally:

@@ -14,27 +14,37 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kosmesh.identity import Ed25519PrivateKey
+from kosmesh.wire.attach import WireServices, attach_identify_and_ping
 from kosmesh.wire.connection import Stream
-from kosmesh.wire.host import IDENTIFY_PROTOCOL, PING_PROTOCOL, Host
+from kosmesh.wire.host import Host
+from kosmesh.wire.identify_service import IDENTIFY_PROTOCOL
+from kosmesh.wire.ping_service import PING_PROTOCOL
 from kosmesh.wire.varint import encode_uvarint
 
 
 @pytest.fixture
-async def target() -> AsyncIterator[Host]:
+async def target_services() -> AsyncIterator[WireServices]:
     host = Host(Ed25519PrivateKey.generate())
+    services = await attach_identify_and_ping(host)
     await host.listen("/ip4/127.0.0.1/tcp/0")
     try:
-        yield host
+        yield services
     finally:
         await host.close()
+
+
+@pytest.fixture
+def target(target_services: WireServices) -> Host:
+    return target_services.ping.host
 
 
 async def still_serving(target: Host) -> None:
     honest = Host(Ed25519PrivateKey.generate())
     try:
+        services = await attach_identify_and_ping(honest)
         conn = await honest.dial(target.listen_addrs[0])
-        assert (await honest.ping(target.peer_id))[0] > 0
-        assert (await honest.request_identify(conn)).agent_version.startswith("kosmesh/")
+        assert (await services.ping.ping(target.peer_id))[0] > 0
+        assert (await services.identify.request(conn)).agent_version.startswith("kosmesh/")
     finally:
         await honest.close()
 
@@ -80,7 +90,9 @@ async def test_garbage_into_identify_is_ignored(target: Host) -> None:
     ],
     ids=["random", "oversized", "truncated", "empty"],
 )
-async def test_lying_identify_answers_do_not_hurt_the_asker(target: Host, reply: bytes) -> None:
+async def test_lying_identify_answers_do_not_hurt_the_asker(
+    target: Host, target_services: WireServices, reply: bytes
+) -> None:
     liar = Host(Ed25519PrivateKey.generate())
 
     async def lie(stream: Stream) -> None:
@@ -91,8 +103,8 @@ async def test_lying_identify_answers_do_not_hurt_the_asker(target: Host, reply:
     try:
         conn = await target.dial(addr)
         with pytest.raises((ValueError, ConnectionError, asyncio.IncompleteReadError)):
-            await target.request_identify(conn)
-        assert liar.peer_id not in target.peer_info
+            await target_services.identify.request(conn)
+        assert liar.peer_id not in target_services.identify.peer_info
         assert await conn.ping() > 0  # the connection itself is fine
     finally:
         await liar.close()

@@ -1,15 +1,20 @@
-"""Identify: protobuf layout per the spec, round trips, merging, hostile input."""
+"""Identify: protobuf layout per the spec, round trips, merging, hostile input; the service over loopback."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
+from kosmesh.wire.attach import WireServices, attach_identify_and_ping, attach_services
+from kosmesh.wire.connection import Stream
+from kosmesh.wire.host import Host
 from kosmesh.wire.identify import (
     MAX_ITEMS,
     MAX_MESSAGE_SIZE,
@@ -19,9 +24,17 @@ from kosmesh.wire.identify import (
     decode_identify,
     encode_identify,
 )
+from kosmesh.wire.identify_service import (
+    IDENTIFY_PROTOCOL,
+    IDENTIFY_PUSH_PROTOCOL,
+    IdentifyService,
+    PeerInfo,
+)
 from kosmesh.wire.multiaddr import Multiaddr
+from kosmesh.wire.ping_service import PING_PROTOCOL
 from kosmesh.wire.protobuf import encode_fields
 from kosmesh.wire.varint import encode_uvarint
+from tests.waiting import wait_for
 
 KEY = Ed25519PrivateKey(bytes(range(32))).public_key
 ADDR = Multiaddr.parse("/ip4/1.2.3.4/tcp/4001")
@@ -231,3 +244,142 @@ def test_truncated_messages_are_rejected(info: IdentifyInfo, data: st.DataObject
         decode_identify(wire[:cut])
     with pytest.raises(IdentifyError):
         decode_identify(wire + b"\x00")
+
+
+# -- the service, on real loopback sockets ------------------------------------------------
+ECHO = "/test/echo/1.0.0"
+
+
+async def echo(stream: Stream) -> None:
+    while chunk := await stream.read():
+        await stream.write_all(chunk)
+
+
+@pytest.fixture
+async def hosts() -> AsyncIterator[Callable[[], Awaitable[tuple[Host, WireServices]]]]:
+    made: list[Host] = []
+
+    async def make() -> tuple[Host, WireServices]:
+        host = Host(Ed25519PrivateKey.generate())
+        made.append(host)
+        services = await attach_identify_and_ping(host)
+        await host.listen("/ip4/127.0.0.1/tcp/0")
+        return host, services
+
+    yield make
+    for host in made:
+        await host.close()
+
+
+def liar_identify(agent: str) -> IdentifyInfo:
+    """A well-formed identify message naming a key other than the sender's."""
+    other = Ed25519PrivateKey.generate().public_key
+    return IdentifyInfo(agent_version=agent, public_key=other.to_protobuf(), protocols=(ECHO,))
+
+
+async def test_both_sides_identify_each_new_connection(
+    hosts: Callable[[], Awaitable[tuple[Host, WireServices]]],
+) -> None:
+    (a, a_services), (b, b_services) = await hosts(), await hosts()
+    b.set_stream_handler(ECHO, echo)  # registered after the services: identify reports it anyway
+    told: list[PeerId] = []
+    a_services.identify.on_identified.append(lambda peer, info: told.append(peer))
+    await a.dial(b.listen_addrs[0])
+    info = await wait_for(lambda: a_services.identify.peer_info.get(b.peer_id))
+    assert told == [b.peer_id]
+    assert {ECHO, IDENTIFY_PROTOCOL, IDENTIFY_PUSH_PROTOCOL, PING_PROTOCOL} <= set(info.protocols)
+    assert info.agent_version == b.agent_version
+    assert b.listen_addrs[0].without_peer_id() in info.listen_addrs
+    assert info.observed_addr is not None and info.observed_addr.tcp_endpoint()[0] == "127.0.0.1"
+    back = await wait_for(lambda: b_services.identify.peer_info.get(a.peer_id))
+    assert ECHO not in back.protocols
+
+
+async def test_what_a_peer_said_is_forgotten_with_its_last_connection(
+    hosts: Callable[[], Awaitable[tuple[Host, WireServices]]],
+) -> None:
+    (a, services), (b, _) = await hosts(), await hosts()
+    first = await a.dial(b.listen_addrs[0])
+    second = await a.dial(b.listen_addrs[0], reuse=False)
+    await wait_for(lambda: b.peer_id in services.identify.peer_info)
+    await first.close()
+    await wait_for(lambda: len(a.connections) == 1)
+    assert b.peer_id in services.identify.peer_info  # a connection remains
+    await second.close()
+    await wait_for(lambda: b.peer_id not in services.identify.peer_info)
+
+
+async def test_an_identify_naming_another_key_aborts_the_connection(
+    hosts: Callable[[], Awaitable[tuple[Host, WireServices]]],
+) -> None:
+    target, services = await hosts()
+    liar = Host(Ed25519PrivateKey.generate())
+
+    async def lie(stream: Stream) -> None:
+        await stream.write_all(encode_identify(liar_identify("impostor")))
+
+    liar.set_stream_handler(IDENTIFY_PROTOCOL, lie)
+    told: list[PeerId] = []
+    services.identify.on_identified.append(lambda peer, info: told.append(peer))
+    try:
+        conn = await liar.dial(target.listen_addrs[0])
+        await wait_for(lambda: conn.closed)  # the target hung up on the liar
+        assert services.identify.mismatches == 1
+        assert liar.peer_id not in services.identify.peer_info and told == []
+        assert target.connection_to(liar.peer_id) is None
+    finally:
+        await liar.close()
+
+
+async def test_a_push_updates_what_we_know_and_a_lying_push_aborts(
+    hosts: Callable[[], Awaitable[tuple[Host, WireServices]]],
+) -> None:
+    (a, services), (b, _) = await hosts(), await hosts()
+    conn = await a.dial(b.listen_addrs[0])
+    await wait_for(lambda: b.peer_id in services.identify.peer_info)
+    told: list[tuple[str, ...]] = []
+    services.identify.on_identified.append(lambda peer, info: told.append(info.protocols))
+    back = await wait_for(lambda: b.connection_to(a.peer_id))
+    push = await back.open_stream(IDENTIFY_PUSH_PROTOCOL)
+    await push.write_all(encode_identify(IdentifyInfo(protocols=("/new/1.0.0",))))  # partial: no key
+    await push.close()
+    await wait_for(lambda: told == [("/new/1.0.0",)])
+    info = services.identify.peer_info[b.peer_id]
+    assert info.protocols == ("/new/1.0.0",) and info.agent_version == b.agent_version  # the rest kept
+    lying = await back.open_stream(IDENTIFY_PUSH_PROTOCOL)
+    await lying.write_all(encode_identify(liar_identify("impostor")))
+    await lying.close()
+    await wait_for(lambda: conn.closed)
+    assert services.identify.mismatches == 1
+
+
+async def test_a_failing_subscriber_is_logged_and_the_others_still_hear(
+    hosts: Callable[[], Awaitable[tuple[Host, WireServices]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    (a, services), (b, _) = await hosts(), await hosts()
+    heard: list[PeerId] = []
+
+    def broken(peer: PeerId, info: PeerInfo) -> None:
+        raise RuntimeError("subscriber bug")
+
+    services.identify.on_identified.extend([broken, lambda peer, info: heard.append(peer)])
+    with caplog.at_level(logging.ERROR, logger="kosmesh.wire.identify_service"):
+        await a.dial(b.listen_addrs[0])
+        await wait_for(lambda: heard == [b.peer_id])
+    [record] = caplog.records
+    assert "on_identified callback" in record.getMessage() and "broken" in record.getMessage()
+    assert str(b.peer_id) in record.getMessage() and record.exc_info is not None
+
+
+async def test_peer_info_is_capped(hosts: Callable[[], Awaitable[tuple[Host, WireServices]]]) -> None:
+    a = Host(Ed25519PrivateKey.generate())
+    identify = IdentifyService(a, max_peers=2)
+    await attach_services(a, [identify])
+    try:
+        others = [await hosts() for _ in range(3)]
+        for other, _ in others:
+            await a.dial(other.listen_addrs[0])
+            await wait_for(lambda other=other: other.peer_id in identify.peer_info)  # type: ignore[misc]
+        assert list(identify.peer_info) == [others[1][0].peer_id, others[2][0].peer_id]  # the oldest made room
+    finally:
+        await a.close()

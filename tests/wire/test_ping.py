@@ -1,14 +1,21 @@
-"""libp2p ping: verbatim 32-byte echoes, in order, with bounded buffering."""
+"""libp2p ping: verbatim 32-byte echoes, in order, with bounded buffering; the service over loopback."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kosmesh.identity import Ed25519PrivateKey
+from kosmesh.wire.attach import attach_identify_and_ping
+from kosmesh.wire.connection import ProtocolNegotiationError, Stream
+from kosmesh.wire.host import Host
+from kosmesh.wire.multiaddr import Multiaddr
 from kosmesh.wire.ping import MAX_OUTSTANDING, PING_SIZE, PingError, PingInitiator, PingResponder
+from kosmesh.wire.ping_service import PING_PROTOCOL, PingService
 
 _payload = st.binary(min_size=PING_SIZE, max_size=PING_SIZE)
 
@@ -105,3 +112,65 @@ def test_initiator_hostile_bytes(payloads: list[bytes], data: bytes, cuts: list[
             assert len(initiator._buf) < PING_SIZE
     except PingError:
         pass
+
+
+# -- the service, on real loopback sockets ------------------------------------------------
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Host, PingService, Multiaddr]]:
+    """A host serving ping, and a bare host with a PingService to ask it."""
+    server, client = Host(Ed25519PrivateKey.generate()), Host(Ed25519PrivateKey.generate())
+    services = await attach_identify_and_ping(server)
+    addr = await server.listen("/ip4/127.0.0.1/tcp/0")
+    try:
+        yield client, services.ping, addr
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_service_pings_by_address_peer_and_connection(served: tuple[Host, PingService, Multiaddr]) -> None:
+    client, server_ping, addr = served
+    pinger = PingService(client)
+    rtts = await pinger.ping(addr, count=3)
+    assert len(rtts) == 3 and all(0 < r < 5 for r in rtts)
+    assert len(await pinger.ping(addr.peer_id or addr)) == 1  # a connected peer's id
+    conn = await client.dial(addr)
+    assert len(await pinger.ping(conn, count=2)) == 2
+    assert server_ping.streams_served == 3
+    assert server_ping.describe() == {"streams_served": 3}
+
+
+async def test_ping_to_a_host_that_does_not_serve_it_fails_cleanly(
+    served: tuple[Host, PingService, Multiaddr],
+) -> None:
+    client, _, addr = served
+    silent = Host(Ed25519PrivateKey.generate())
+    silent_addr = await silent.listen("/ip4/127.0.0.1/tcp/0")
+    try:
+        with pytest.raises(ProtocolNegotiationError):
+            await PingService(client).ping(silent_addr)
+        assert len(await PingService(client).ping(addr)) == 1  # the client is unharmed
+    finally:
+        await silent.close()
+
+
+async def test_a_wrong_echo_fails_that_ping_and_resets_its_stream(
+    served: tuple[Host, PingService, Multiaddr],
+) -> None:
+    client, _, _ = served
+    liar = Host(Ed25519PrivateKey.generate())
+
+    async def wrong_echo(stream: Stream) -> None:
+        await stream.readexactly(PING_SIZE)
+        await stream.write_all(b"\x00" * PING_SIZE)
+        await stream.read()
+
+    liar.set_stream_handler(PING_PROTOCOL, wrong_echo)
+    addr = await liar.listen("/ip4/127.0.0.1/tcp/0")
+    try:
+        with pytest.raises(PingError, match="does not match"):
+            await PingService(client).ping(addr)
+        conn = await client.dial(addr)
+        assert await conn.ping() > 0  # the connection outlives the bad stream
+    finally:
+        await liar.close()

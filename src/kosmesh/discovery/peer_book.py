@@ -58,9 +58,12 @@ class PeerBookService(Service):
         self.pins = await self.storage.peers.pins()
 
     def peer_connected(self, conn: Connection, now: float) -> None:
-        peer, when = str(conn.remote_peer_id), time.time()
-        self.storage.connections.opened(conn.connection_id, peer, conn.direction, remote_multiaddr(conn), when)
-        self.storage.peers.seen(peer, now=when)
+        peer, when, addr = str(conn.remote_peer_id), time.time(), remote_multiaddr(conn)
+        self.storage.connections.opened(conn.connection_id, peer, conn.direction, addr, when)
+        # An address we dialed is one the peer listens on: known at once, before identify says more.
+        # (An inbound connection's remote port is ephemeral: never kept as an address.)
+        dialed = [addr] if conn.direction == "outbound" and addr else None
+        self.storage.peers.seen(peer, addrs=dialed, now=when)
 
     def peer_disconnected(self, conn: Connection, now: float) -> None:
         when = time.time()

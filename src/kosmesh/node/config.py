@@ -47,6 +47,13 @@ class WireConfig:
     idle_timeout_s: float = 60.0  # a peer silent this long (not even a pong) is dropped
     dial_timeout_s: float = 10.0  # a dial (TCP connect + handshake) that takes longer fails
     probe_timeout_s: float = 3.0  # after a task times out, a connection that cannot answer a ping this fast is dropped
+    handshake_timeout_s: float = 10.0  # an accepted socket not secured and multiplexed by then is closed
+    max_connections: int = 512  # secured connections, both directions, plus dials in progress
+    reserved_outbound: int = 64  # of those, slots inbound peers can never take
+    max_inbound_per_ip: int = 64  # inbound sockets per IPv4 address or IPv6 /64
+    max_pending_inbound: int = 128  # sockets still in their handshake, in total...
+    max_pending_inbound_per_ip: int = 16  # ...and per address
+    accept_backlog: int = 128  # the kernel's accept queue
 
 
 @dataclass(slots=True)
@@ -104,8 +111,14 @@ class NodeConfig:
             raise ConfigError("klp.peer_* rates and bursts must be positive")
         if not 0 < self.wire.keepalive_interval_s < self.wire.idle_timeout_s:
             raise ConfigError("wire.keepalive_interval_s must be positive and below wire.idle_timeout_s")
-        if self.wire.dial_timeout_s <= 0 or self.wire.probe_timeout_s <= 0:
-            raise ConfigError("wire.dial_timeout_s and wire.probe_timeout_s must be positive")
+        if min(self.wire.dial_timeout_s, self.wire.probe_timeout_s, self.wire.handshake_timeout_s) <= 0:
+            raise ConfigError("wire.dial_timeout_s, wire.probe_timeout_s and wire.handshake_timeout_s must be positive")
+        if not 0 <= self.wire.reserved_outbound < self.wire.max_connections:
+            raise ConfigError("wire.reserved_outbound must be at least 0 and below wire.max_connections")
+        wire_caps = ("max_inbound_per_ip", "max_pending_inbound", "max_pending_inbound_per_ip", "accept_backlog")
+        for name in wire_caps:
+            if getattr(self.wire, name) < 1:
+                raise ConfigError(f"wire.{name} must be positive")
         if not 0 < self.redial.min_s <= self.redial.max_s:
             raise ConfigError("redial.min_s must be positive and at most redial.max_s")
         if self.redial.give_up_s < 0:
@@ -187,6 +200,14 @@ keepalive_interval_s = {cfg.wire.keepalive_interval_s}   # ping every connection
 idle_timeout_s = {cfg.wire.idle_timeout_s}          # drop a peer silent this long
 dial_timeout_s = {cfg.wire.dial_timeout_s}          # give up a dial after this long
 probe_timeout_s = {cfg.wire.probe_timeout_s}         # after a task timeout: no pong this fast, redial
+handshake_timeout_s = {cfg.wire.handshake_timeout_s}     # close a socket not secured by then
+# Sockets a remote can make the node hold: at most max_connections + max_pending_inbound + 32.
+max_connections = {cfg.wire.max_connections}          # secured connections and dials in progress
+reserved_outbound = {cfg.wire.reserved_outbound}         # slots kept for our own dials
+max_inbound_per_ip = {cfg.wire.max_inbound_per_ip}        # per IPv4 address or IPv6 /64
+max_pending_inbound = {cfg.wire.max_pending_inbound}      # handshakes in progress, in total
+max_pending_inbound_per_ip = {cfg.wire.max_pending_inbound_per_ip} # ...and per address
+accept_backlog = {cfg.wire.accept_backlog}           # the kernel's accept queue
 
 [redial]   # seeds and peers we dialed are redialed when their connection drops
 min_s = {cfg.redial.min_s}

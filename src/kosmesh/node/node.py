@@ -33,13 +33,15 @@ from kosmesh.identity.keystore import load_or_create_key
 from kosmesh.klp import AddressError, EnvelopeError, KLPAddress, MessageType, Priority
 from kosmesh.klp.endpoint import KLPEndpoint, TaskError, TaskReply, TaskTimeout
 from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_config, write_config
-from kosmesh.node.driver import ServiceDriver
 from kosmesh.node.services import build_services
 from kosmesh.storage import Storage
 from kosmesh.trust.service import TrustError, TrustService
 from kosmesh.wire.connection import Connection, ConnectionLimits
+from kosmesh.wire.driver import ServiceDriver
 from kosmesh.wire.host import DialError, Host, HostLimits
+from kosmesh.wire.identify_service import IdentifyService
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
+from kosmesh.wire.ping_service import PingService
 from kosmesh.wire.service import Service
 
 log = logging.getLogger(__name__)
@@ -102,11 +104,24 @@ class Node:
         self.agents.register("echo", echo_agent, capabilities=["echo"], description="answers with its input")
         self.storage = Storage(self.home / DB_FILE)
         wire = self.config.wire
-        limits = ConnectionLimits(keepalive_interval=wire.keepalive_interval_s, idle_timeout=wire.idle_timeout_s)
+        limits = ConnectionLimits(
+            keepalive_interval=wire.keepalive_interval_s,
+            idle_timeout=wire.idle_timeout_s,
+            handshake_timeout=wire.handshake_timeout_s,
+        )
         self.host = Host(
             self.identity,
             agent_version=f"kosmesh/{__version__}",
-            limits=HostLimits(dial_timeout=wire.dial_timeout_s, connection=limits),
+            limits=HostLimits(
+                max_connections=wire.max_connections,
+                reserved_outbound=wire.reserved_outbound,
+                max_inbound_per_ip=wire.max_inbound_per_ip,
+                max_pending_inbound=wire.max_pending_inbound,
+                max_pending_inbound_per_ip=wire.max_pending_inbound_per_ip,
+                accept_backlog=wire.accept_backlog,
+                dial_timeout=wire.dial_timeout_s,
+                connection=limits,
+            ),
         )
         self.driver = ServiceDriver(self.host)
         for service in [*build_services(self), *(services or ())]:
@@ -115,6 +130,8 @@ class Node:
         self.klp.processor.supported_types = frozenset(MessageType(t) for t in self.driver.message_types)
         self.trust = self.driver.get(TrustService)
         self.peer_book = self.driver.get(PeerBookService)
+        self.identify = self.driver.get(IdentifyService)
+        self.ping = self.driver.get(PingService)
         self._probing: set[str] = set()
         self.started_at = 0.0
         self._running = False
@@ -305,7 +322,7 @@ class Node:
 
     async def _dial_known(self, peer: PeerId) -> Connection:
         addrs = await self.peer_book.known_addrs(peer)
-        info = self.host.peer_info.get(peer)
+        info = self.identify.peer_info.get(peer)
         if info is not None:
             addrs = [str(a) for a in info.listen_addrs] + addrs
         failures = []

@@ -20,7 +20,8 @@ from kosmesh.node.message_log import MessageLogger
 from kosmesh.node.retention import RetentionService
 from kosmesh.storage import DAY, Retention
 from kosmesh.trust.service import TrustService
-from kosmesh.wire.host import PeerInfo
+from kosmesh.wire.identify_service import IdentifyService, PeerInfo
+from kosmesh.wire.ping_service import PingService
 from kosmesh.wire.service import Service
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 def build_services(node: Node) -> list[Service]:
     """The services of ``node``, wired to each other, in start order."""
     cfg = node.config
+    ping = PingService(node.host)
+    identify = IdentifyService(node.host)
     book = PeerBookService(node.storage)
     trust = TrustService(node.storage.trust, default_score=cfg.trust.default_score, configured=cfg.trust.peers)
     processor = KLPProcessor(
@@ -62,7 +65,7 @@ def build_services(node: Node) -> list[Service]:
         book.identified(peer, info.listen_addrs, info.agent_version)
         records.identified(peer, info.protocols)
 
-    node.host.on_identified.append(identified)
+    identify.on_identified.append(identified)
     st = cfg.storage
     retention = Retention(
         tasks_max_rows=st.tasks_max_rows,
@@ -79,6 +82,8 @@ def build_services(node: Node) -> list[Service]:
         return connected | trust.trusted() | book.pinned_peers()
 
     return [
+        ping,
+        identify,
         book,
         trust,
         klp,

@@ -3,7 +3,7 @@
 A node is a composition root: a host (the wire) plus a list of services. Each service says
 which stream protocols it serves and which KLP message types it handles, hears about peers
 connecting and leaving, asks for a timer, and starts and stops with the node. One driver
-(``kosmesh.node.driver``) runs them all, so adding a protocol is a new service module and one
+(``kosmesh.wire.driver``) runs them all, so adding a protocol is a new service module and one
 entry in the node's list of services (``kosmesh.node.services``), never an edit of ``Node``.
 
 Services are the thin adapters around sans-I/O cores. ``now`` is the event loop's monotonic

@@ -1,10 +1,11 @@
-"""The one driver that runs a node's services over its host.
+"""The one driver that runs services over a host: a node's, or a bare host's (bench, tests, interop).
 
 It registers each service's stream protocols with the host, routes every accepted KLP message
 to the service that declared its type, forwards connection events with ``now``, and keeps one
-timer task that calls each service's ``handle_timer`` when its ``next_timer`` falls due. Every
-call into a service is guarded: an exception is logged with the service's name and the event,
-and the other services carry on.
+timer armed for the earliest ``next_timer`` of all services. Every call into a service is
+guarded: an exception is logged with the service's name, the event and the peer, and the
+other services carry on. A service whose timer failed, or is still due after being handled,
+is held back a second rather than spinning the loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 from kosmesh.identity import PeerId
 from kosmesh.wire.connection import Connection
 from kosmesh.wire.host import Host
-from kosmesh.wire.service import Service
+from kosmesh.wire.service import Service, StreamHandler
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ S = TypeVar("S", bound=Service)
 TIMER_RETRY_S = 1.0
 
 
-class ServiceError(Exception):
-    """The list of services is inconsistent (a protocol or message type claimed twice)."""
+class ServiceError(ValueError):
+    """The services are inconsistent: a name, protocol or message type claimed twice."""
 
 
 class _Runtime:
@@ -39,7 +40,7 @@ class _Runtime:
         self._name = name
 
     def now(self) -> float:
-        return self._driver._now()
+        return self._driver.now()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         return self._driver.spawn(coro, f"{self._name}: {what}")
@@ -49,29 +50,30 @@ class _Runtime:
 
 
 class ServiceDriver:
-    """Runs ``services`` (in list order at start, reverse order at stop) over ``host``."""
+    """Runs its services (started in the order added, stopped in reverse) over ``host``."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self.services: list[Service] = []
-        self.loop: asyncio.AbstractEventLoop | None = None  # set at start
+        self._loop: asyncio.AbstractEventLoop | None = None  # set at start
         self._by_type: dict[str, Service] = {}
-        self._protocols: dict[str, str] = {}
+        self._protocols: dict[str, str] = {}  # protocol -> the service's name
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._wake = asyncio.Event()
-        self._timer_task: asyncio.Task[None] | None = None
         self._started: list[Service] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._held: dict[str, float] = {}  # service name -> not before (after a failure)
 
     def add(self, service: Service) -> None:
         """Add a service before start; a name, protocol or message type claimed twice is an error."""
-        if self.loop is not None:
-            raise ServiceError("services are added before the node starts")
+        if self._loop is not None:
+            raise ServiceError("services are added before the driver starts")
         if not service.name or any(s.name == service.name for s in self.services):
-            raise ServiceError(f"every service needs a distinct name, got {service.name!r} twice or empty")
+            raise ServiceError(f"every service needs a distinct name: {service.name!r} is empty or taken")
         handlers = service.stream_handlers()
         for protocol in handlers:
-            if protocol in self._protocols:
-                raise ServiceError(f"{protocol} is served by both {self._protocols[protocol]} and {service.name}")
+            owner = self._protocols.get(protocol)
+            if owner is not None or protocol in self.host.protocols:
+                raise ServiceError(f"{service.name}: protocol {protocol} is already served by {owner or 'the host'}")
         for message_type in service.message_types:
             if message_type in self._by_type:
                 raise ServiceError(
@@ -83,44 +85,46 @@ class ServiceDriver:
 
     # -- lookup --------------------------------------------------------------------------
     def get(self, kind: type[S]) -> S:
-        """The service of class ``kind`` (for the node's facade and for services that cooperate)."""
+        """The service of class ``kind`` (for a facade, and for services that cooperate)."""
         for service in self.services:
             if isinstance(service, kind):
                 return service
-        raise LookupError(f"no {kind.__name__} among the node's services")
+        raise LookupError(f"no {kind.__name__} among the services")
 
     @property
     def message_types(self) -> frozenset[str]:
         """Every KLP message type some service handles."""
         return frozenset(self._by_type)
 
-    def service_for(self, message_type: str) -> Service | None:
-        return self._by_type.get(message_type)
-
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
-        """Start every service in order, then serve their protocols and events."""
-        self.loop = asyncio.get_running_loop()
-        for service in self.services:
-            await service.start(_Runtime(self, service.name))
-            self._started.append(service)
+        """Serve every service's protocols, start the services in order, then pass on events;
+        connections made before start are announced as connecting now."""
+        self._loop = asyncio.get_running_loop()
         for service in self.services:
             for protocol, handler in service.stream_handlers().items():
                 self.host.set_stream_handler(protocol, handler)
+        for service in self.services:
+            await service.start(_Runtime(self, service.name))
+            self._started.append(service)
         self.host.on_connected.append(self._connected)
         self.host.on_disconnected.append(self._disconnected)
-        self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
+        for conn in self.host.connections:
+            self._connected(conn)
+        self.timers_changed()
 
     async def stop(self) -> None:
-        """Stop taking events, stop services in reverse order, then cancel what they left running."""
+        """Stop taking events and serving protocols, stop services in reverse order, then cancel
+        what they left running."""
         for callbacks, callback in ((self.host.on_connected, self._connected),
                                     (self.host.on_disconnected, self._disconnected)):  # fmt: skip
             if callback in callbacks:
                 callbacks.remove(callback)
-        if self._timer_task is not None:
-            self._timer_task.cancel()
-            await asyncio.gather(self._timer_task, return_exceptions=True)
-            self._timer_task = None
+        for protocol in self._protocols:
+            self.host.remove_stream_handler(protocol)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._started:
             service = self._started.pop()
             try:
@@ -132,8 +136,11 @@ class ServiceDriver:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def now(self) -> float:
+        return self._loop.time() if self._loop is not None else asyncio.get_running_loop().time()
+
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        """Run ``coro`` until it ends or the node stops; its failure is logged as ``what``."""
+        """Run ``coro`` until it ends or the driver stops; its failure is logged as ``what``."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._reap(t, what))
@@ -145,24 +152,24 @@ class ServiceDriver:
             log.error("%s failed", what, exc_info=task.exception())
 
     # -- events ------------------------------------------------------------------------
-    def _now(self) -> float:
-        return self.loop.time() if self.loop is not None else 0.0
+    def _call(self, service: Service, event: str, *args: Any) -> Any:
+        method: Callable[..., Any] = getattr(service, event)
+        try:
+            return method(*args)
+        except Exception:
+            peer = next((str(a.remote_peer_id) for a in args if isinstance(a, Connection)), None)
+            log.exception("service %s failed in %s%s", service.name, event, f" for peer {peer}" if peer else "")
+            return None
 
     def _connected(self, conn: Connection) -> None:
-        now = self._now()
-        for service in self.services:
-            try:
-                service.peer_connected(conn, now)
-            except Exception:
-                log.exception("service %s failed on peer %s connecting", service.name, conn.remote_peer_id)
+        now = self.now()
+        for service in self._started:
+            self._call(service, "peer_connected", conn, now)
 
     def _disconnected(self, conn: Connection) -> None:
-        now = self._now()
-        for service in self.services:
-            try:
-                service.peer_disconnected(conn, now)
-            except Exception:
-                log.exception("service %s failed on peer %s leaving", service.name, conn.remote_peer_id)
+        now = self.now()
+        for service in self._started:
+            self._call(service, "peer_disconnected", conn, now)
 
     def dispatch_message(self, message: Any, remote: PeerId) -> Any:
         """Hand an accepted KLP message to the service that handles its type (None if none does)."""
@@ -182,52 +189,51 @@ class ServiceDriver:
         service.commit(message, result, received_at, then)
 
     # -- timers ------------------------------------------------------------------------
-    def timers_changed(self) -> None:
-        self._wake.set()
+    def _next(self, service: Service) -> float | None:
+        due: float | None = self._call(service, "next_timer")
+        held = self._held.get(service.name)
+        return due if due is None or held is None else max(due, held)
 
-    async def _run_timers(self) -> None:
-        loop = asyncio.get_running_loop()
-        # A service whose timer failed, or stayed due after handling, is retried a second later
-        # rather than spinning the loop.
-        held_until: dict[str, float] = {}
-        while True:
-            self._wake.clear()
-            now = loop.time()
-            earliest: float | None = None
-            for service in self.services:
-                due: float | None
-                try:
-                    due = service.next_timer()
-                    if due is not None and due <= now and held_until.get(service.name, 0.0) <= now:
-                        service.handle_timer(now)
-                        due = service.next_timer()
-                        if due is not None and due <= now:
-                            log.warning("service %s is still due after handling its timer", service.name)
-                            held_until[service.name] = due = now + TIMER_RETRY_S
-                except Exception:
-                    log.exception("service %s failed handling its timer", service.name)
-                    held_until[service.name] = due = now + TIMER_RETRY_S
-                if due is not None:
-                    due = max(due, held_until.get(service.name, due))
-                    if earliest is None or due < earliest:
-                        earliest = due
-            timeout = None if earliest is None else max(0.0, earliest - loop.time())
+    def timers_changed(self) -> None:
+        """Re-arm the one timer for the earliest due service."""
+        if self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        due = [when for service in self._started if (when := self._next(service)) is not None]
+        if due:
+            self._timer = self._loop.call_at(min(due), self._fire_timers)
+
+    def _fire_timers(self) -> None:
+        self._timer = None
+        now = self.now()
+        for service in self._started:
+            due = self._next(service)
+            if due is None or due > now:
+                continue
+            self._held.pop(service.name, None)
             try:
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+                service.handle_timer(now)
+                after = service.next_timer()
+            except Exception:
+                log.exception("service %s failed handling its timer", service.name)
+                self._held[service.name] = now + TIMER_RETRY_S
+                continue
+            if after is not None and after <= now:
+                log.warning("service %s is still due after handling its timer", service.name)
+                self._held[service.name] = now + TIMER_RETRY_S
+        self.timers_changed()
 
     # -- views -------------------------------------------------------------------------
     def describe(self) -> dict[str, Mapping[str, Any]]:
         """Each service's status view, keyed by its name (services with nothing to say are left out)."""
         out: dict[str, Mapping[str, Any]] = {}
         for service in self.services:
-            try:
-                view = service.describe()
-            except Exception:
-                log.exception("service %s failed to describe itself", service.name)
-                continue
+            view = self._call(service, "describe")
             if view:
                 out[service.name] = view
         return out
+
+
+__all__ = ["TIMER_RETRY_S", "ServiceDriver", "ServiceError", "StreamHandler"]
