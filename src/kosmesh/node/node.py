@@ -358,6 +358,7 @@ class Node:
             "klp": dict(self.klp.stats),
             "redial": self.driver.get(RedialService).describe()["targets"],
             "services": services,
+            "wire": self.host.describe(),
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             "version": __version__,
         }

@@ -141,15 +141,10 @@ class ServiceDriver:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Run ``coro`` until it ends or the driver stops; its failure is logged as ``what``."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self.host.spawn(coro, what)
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._reap(t, what))
+        task.add_done_callback(self._tasks.discard)
         return task
-
-    def _reap(self, task: asyncio.Task[Any], what: str) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", what, exc_info=task.exception())
 
     # -- events ------------------------------------------------------------------------
     def _call(self, service: Service, event: str, *args: Any) -> Any:
