@@ -38,6 +38,9 @@ import cbor2
 import nacl.pwhash
 import nacl.secret
 
+from kosmesh.codec.base58 import MAX_DECODE_CHARS, b58decode, b58encode
+from kosmesh.codec.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields, first_bytes, first_int
+from kosmesh.codec.varint import MAX_VARINT_BYTES, VarintError, decode_uvarint, encode_uvarint
 from kosmesh.identity import (
     DidKeyError,
     Ed25519PrivateKey,
@@ -53,7 +56,6 @@ from kosmesh.identity import (
     peer_id_from_did_key,
     public_key_from_did_key,
 )
-from kosmesh.identity.base58 import MAX_DECODE_CHARS, b58decode, b58encode
 from kosmesh.identity.did_key import KeyFormat
 from kosmesh.identity.keystore import _decode_key_file, _encode_key_file
 from kosmesh.klp import (
@@ -125,8 +127,6 @@ from kosmesh.wire.noise import (
     encode_handshake_payload,
 )
 from kosmesh.wire.ping import MAX_OUTSTANDING, PING_SIZE, PingError, PingInitiator, PingResponder
-from kosmesh.wire.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields, first_bytes, first_int
-from kosmesh.wire.varint import MAX_VARINT_BYTES, VarintError, decode_uvarint, encode_uvarint
 from kosmesh.wire.yamux import (
     GO_AWAY_NORMAL,
     HEADER_SIZE,

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.wire.connection import Stream
 from kosmesh.wire.host import IDENTIFY_PROTOCOL, PING_PROTOCOL, Host
-from kosmesh.wire.varint import encode_uvarint
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kosmesh.codec.protobuf import encode_fields
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.wire.identify import (
     MAX_ITEMS,
@@ -20,8 +22,6 @@ from kosmesh.wire.identify import (
     encode_identify,
 )
 from kosmesh.wire.multiaddr import Multiaddr
-from kosmesh.wire.protobuf import encode_fields
-from kosmesh.wire.varint import encode_uvarint
 
 KEY = Ed25519PrivateKey(bytes(range(32))).public_key
 ADDR = Multiaddr.parse("/ip4/1.2.3.4/tcp/4001")
@@ -217,7 +217,7 @@ def test_reader_random_bytes_bounded(data: bytes, cuts: list[int]) -> None:
     try:
         for a, b in itertools.pairwise(bounds):
             reader.receive_data(data[a:b])
-            assert len(reader._buf) <= MAX_MESSAGE_SIZE + 10
+            assert reader._reader.buffered <= MAX_MESSAGE_SIZE + 10
         reader.eof()
     except IdentifyError:
         pass
