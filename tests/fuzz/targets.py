@@ -95,9 +95,9 @@ from kosmesh.klp import (
     signing_bytes,
     verify_signature,
 )
-from kosmesh.klp import envelope as envelope_module
 from kosmesh.klp.address import signer_key_for
-from kosmesh.klp.envelope import encode_data
+from kosmesh.klp.cbor import NO_TAGS, reject_tag
+from kosmesh.klp.payload import encode_data
 from kosmesh.wire.identify import (
     IdentifyError,
     IdentifyInfo,
@@ -1002,7 +1002,7 @@ _GROWN_HEAD = 9  # bytes kept once when a payload is grown: room for a CBOR arra
 
 
 # The envelope's own tag refusal: cbor2 builds no datetimes, regexes or shared (cyclic) references.
-_NO_TAGS, _refuse_tag = envelope_module._NO_TAGS, envelope_module._reject_tag
+_NO_TAGS, _refuse_tag = NO_TAGS, reject_tag
 
 
 def _cbor_item(raw: bytes) -> Any:

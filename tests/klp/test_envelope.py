@@ -38,7 +38,7 @@ from kosmesh.klp import (
     signing_bytes,
     verify_signature,
 )
-from kosmesh.klp.envelope import encode_data
+from kosmesh.klp.payload import encode_data
 
 # -- shared helpers (imported by the pipeline tests) --------------------------------------------
 

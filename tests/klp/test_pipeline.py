@@ -184,8 +184,8 @@ def test_a_replay_is_refused_before_its_payload_is_decoded(monkeypatch: pytest.M
     from kosmesh.klp import envelope
 
     decoded = []
-    real = envelope._decode_payload_data
-    monkeypatch.setattr(envelope, "_decode_payload_data", lambda *a: decoded.append(1) or real(*a))
+    real = envelope.decode_payload_data
+    monkeypatch.setattr(envelope, "decode_payload_data", lambda *a: decoded.append(1) or real(*a))
     p = processor()
     assert isinstance(p.check(wire(), T0), Accepted) and len(decoded) == 1
     again = p.check(wire(), T0 + 1)

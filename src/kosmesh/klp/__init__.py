@@ -6,7 +6,18 @@ these cores on ``/kos/klp/1.0.0`` streams.
 
 from kosmesh.klp.address import AddressError, KLPAddress
 from kosmesh.klp.envelope import (
-    CODEC_REASONS,
+    DecodedEnvelope,
+    build_message,
+    compute_message_id,
+    decode_envelope,
+    decode_message,
+    encode_message,
+    signing_bytes,
+    verify_signature,
+)
+from kosmesh.klp.framing import PROTOCOL_ID, FrameReader, FramingError, encode_frame
+from kosmesh.klp.json_view import message_to_json
+from kosmesh.klp.model import (
     COMPRESSION_GZIP,
     CONTENT_TYPE_CBOR,
     ENCRYPTION_ALGORITHMS,
@@ -14,9 +25,7 @@ from kosmesh.klp.envelope import (
     MAX_DECOMPRESSED_BYTES,
     MAX_MESSAGE_BYTES,
     CompressionInfo,
-    DecodedEnvelope,
     EncryptionInfo,
-    EnvelopeError,
     KLPMessage,
     MessageType,
     Metadata,
@@ -25,17 +34,20 @@ from kosmesh.klp.envelope import (
     RoutingHint,
     TrustRequirements,
     VerificationLevel,
-    build_message,
-    compute_message_id,
-    decode_envelope,
-    decode_message,
-    encode_message,
-    message_to_json,
-    signing_bytes,
-    verify_signature,
 )
-from kosmesh.klp.framing import PROTOCOL_ID, FrameReader, FramingError, encode_frame
 from kosmesh.klp.pipeline import (
+    Accepted,
+    CheckResult,
+    KLPProcessor,
+    ProcessingResult,
+    Rejected,
+    ReplayCache,
+    make_response,
+    parse_response,
+)
+from kosmesh.klp.priority import PriorityQueue, PushResult
+from kosmesh.klp.reasons import (
+    CODEC_REASONS,
     PIPELINE_REASONS,
     REASON_DECOMPRESSION_BOMB,
     REASON_EXPIRED,
@@ -59,16 +71,8 @@ from kosmesh.klp.pipeline import (
     REASON_UNSUPPORTED_MESSAGE_TYPE,
     REASON_UNSUPPORTED_VERSION,
     REJECTION_REASONS,
-    Accepted,
-    CheckResult,
-    KLPProcessor,
-    ProcessingResult,
-    Rejected,
-    ReplayCache,
-    make_response,
-    parse_response,
+    EnvelopeError,
 )
-from kosmesh.klp.priority import PriorityQueue, PushResult
 
 __all__ = [
     "CODEC_REASONS",

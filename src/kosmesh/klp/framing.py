@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kosmesh.codec.frames import FrameError, LengthPrefixedReader
 from kosmesh.codec.frames import encode_frame as _encode_frame
-from kosmesh.klp.envelope import MAX_MESSAGE_BYTES
+from kosmesh.klp.model import MAX_MESSAGE_BYTES
 
 PROTOCOL_ID = "/kos/klp/1.0.0"
 

@@ -23,80 +23,26 @@ from typing import Any, Literal
 from kosmesh.identity.keys import Ed25519PrivateKey
 from kosmesh.identity.peer_id import PeerId
 from kosmesh.klp.address import KLPAddress, signer_key_for
-from kosmesh.klp.envelope import (
-    CODEC_REASONS,
-    MAX_MESSAGE_BYTES,
-    REASON_DECOMPRESSION_BOMB,
-    REASON_INVALID_ADDRESS,
+from kosmesh.klp.envelope import build_message as _build_message
+from kosmesh.klp.envelope import decode_envelope
+from kosmesh.klp.model import MAX_MESSAGE_BYTES, KLPMessage, MessageType
+from kosmesh.klp.reasons import (
+    REASON_EXPIRED,
+    REASON_INSUFFICIENT_ENDORSEMENTS,
+    REASON_INSUFFICIENT_TRUST,
+    REASON_INVALID_SIGNATURE,
     REASON_INVALID_STRUCTURE,
-    REASON_MALFORMED,
-    REASON_MALFORMED_PAYLOAD,
     REASON_MESSAGE_ID_MISMATCH,
     REASON_MESSAGE_TOO_LARGE,
-    REASON_PAYLOAD_TOO_COMPLEX,
-    REASON_UNKNOWN_MESSAGE_TYPE,
-    REASON_UNSUPPORTED_COMPRESSION,
-    REASON_UNSUPPORTED_ENCRYPTION,
-    REASON_UNSUPPORTED_VERSION,
+    REASON_REPLAY,
+    REASON_REPLAY_CACHE_FULL,
+    REASON_TIMESTAMP_OUT_OF_WINDOW,
+    REASON_UNKNOWN_SIGNER,
+    REASON_UNSUPPORTED_MESSAGE_TYPE,
     EnvelopeError,
-    KLPMessage,
-    MessageType,
-    decode_envelope,
 )
-from kosmesh.klp.envelope import (
-    build_message as _build_message,
-)
-
-REASON_UNKNOWN_SIGNER = "unknown_signer"
-REASON_INVALID_SIGNATURE = "invalid_signature"
-REASON_TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
-REASON_EXPIRED = "expired"
-REASON_REPLAY = "replay"
-REASON_REPLAY_CACHE_FULL = "replay_cache_full"
-REASON_INSUFFICIENT_TRUST = "insufficient_trust"
-REASON_INSUFFICIENT_ENDORSEMENTS = "insufficient_endorsements"
-REASON_UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
-
-PIPELINE_REASONS = frozenset(
-    {
-        REASON_UNKNOWN_SIGNER,
-        REASON_INVALID_SIGNATURE,
-        REASON_TIMESTAMP_OUT_OF_WINDOW,
-        REASON_EXPIRED,
-        REASON_REPLAY,
-        REASON_REPLAY_CACHE_FULL,
-        REASON_INSUFFICIENT_TRUST,
-        REASON_INSUFFICIENT_ENDORSEMENTS,
-        REASON_UNSUPPORTED_MESSAGE_TYPE,
-    }
-)
-# Every reason ``check`` can give, for dashboards and tests; it never invents another.
-REJECTION_REASONS = CODEC_REASONS | PIPELINE_REASONS
 
 __all__ = [
-    "PIPELINE_REASONS",
-    "REASON_DECOMPRESSION_BOMB",
-    "REASON_EXPIRED",
-    "REASON_INSUFFICIENT_ENDORSEMENTS",
-    "REASON_INSUFFICIENT_TRUST",
-    "REASON_INVALID_ADDRESS",
-    "REASON_INVALID_SIGNATURE",
-    "REASON_INVALID_STRUCTURE",
-    "REASON_MALFORMED",
-    "REASON_MALFORMED_PAYLOAD",
-    "REASON_MESSAGE_ID_MISMATCH",
-    "REASON_MESSAGE_TOO_LARGE",
-    "REASON_PAYLOAD_TOO_COMPLEX",
-    "REASON_REPLAY",
-    "REASON_REPLAY_CACHE_FULL",
-    "REASON_TIMESTAMP_OUT_OF_WINDOW",
-    "REASON_UNKNOWN_MESSAGE_TYPE",
-    "REASON_UNKNOWN_SIGNER",
-    "REASON_UNSUPPORTED_COMPRESSION",
-    "REASON_UNSUPPORTED_ENCRYPTION",
-    "REASON_UNSUPPORTED_MESSAGE_TYPE",
-    "REASON_UNSUPPORTED_VERSION",
-    "REJECTION_REASONS",
     "Accepted",
     "CheckResult",
     "KLPProcessor",
@@ -117,7 +63,7 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Rejected:
-    """The message failed a stage. ``reason`` is from :data:`REJECTION_REASONS`.
+    """The message failed a stage. ``reason`` is from :data:`~kosmesh.klp.reasons.REJECTION_REASONS`.
 
     ``message`` is set only when the signature verified (rejections from the timestamp stage on),
     so the node answers authenticated senders and never reflects forged traffic.
