@@ -140,7 +140,7 @@ CASES: list[tuple[str, bytes, float, dict[str, Any]]] = [
         tampered(
             lambda env: env["payload"].update(
                 compression={"enabled": True, "algorithm": "gzip"},
-                data=gzip.compress(b"\x9a\x00\x20\x00\x00" + b"\x80" * (2 << 20), mtime=0),
+                data=gzip.compress(b"\x9a\x00\x0f\x00\x00" + b"\x80" * (15 << 16), mtime=0),
             )
         ),
         T0,

@@ -373,14 +373,15 @@ class DecodedEnvelope(NamedTuple):
         key = signer_key_for(self.source.authority)
         return key is not None and key.verify(self.signature, self.signed)
 
-    def to_message(self, max_inline: int = MAX_MESSAGE_BYTES, *, decode_payload: bool = True) -> KLPMessage:
-        """Decompress and decode the payload (bounded) into a KLPMessage. Raises EnvelopeError.
+    def to_message(self, max_size: int = MAX_MESSAGE_BYTES, *, decode_payload: bool = True) -> KLPMessage:
+        """Decompress (to at most ``max_size`` bytes) and decode the payload (at most MAX_DATA_ITEMS
+        items) into a KLPMessage. Raises EnvelopeError.
 
         With ``decode_payload=False`` the payload's ``data`` is None: enough to answer a message
         that is refused before its payload is worth decoding (a replay, a stale one).
         """
         value = (
-            decode_payload_data(self.wire_data, self.content_type, self.encryption, self.compression, max_inline)
+            decode_payload_data(self.wire_data, self.content_type, self.encryption, self.compression, max_size)
             if decode_payload
             else None
         )

@@ -26,9 +26,13 @@ COMPRESSION_ALGORITHMS = frozenset({COMPRESSION_GZIP})
 ENCRYPTION_ALGORITHMS = frozenset({"x25519-hkdf-sha256-aes-256-gcm", "hpke-x25519-sha256-aes-256-gcm"})
 
 MAX_MESSAGE_BYTES = 1 << 20
-MAX_DECOMPRESSED_BYTES = 16 << 20
+# A compressed payload inflates to at most this: no message (so no answer echoing it) can be larger.
+MAX_DECOMPRESSED_BYTES = MAX_MESSAGE_BYTES
 MAX_DATA_DEPTH = 64
-MAX_DATA_ITEMS = 1 << 20
+# CBOR items (every value, key and container counts one) in one payload. This bounds the CPU a message
+# costs: checking it (~0.4 µs an item), decoding it and encoding an answer that echoes it (~0.7 µs an
+# item at worst) stay near 20 ms. Bulk data travels as one byte string, which is one item.
+MAX_DATA_ITEMS = 1 << 14
 MAX_ROUTING_HINTS = 32
 MAX_TEXT_FIELD = 256
 MAX_HINT_VALUE = 1024

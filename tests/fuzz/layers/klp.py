@@ -363,9 +363,9 @@ def klp_pipeline(data: bytes) -> bool:
 def _klp_inflation_seeds() -> dict[str, bytes]:
     # flags, kinds, picks, ttl/2, skew+128, grow, field, item length; then the payload: an array head
     # with a 64-bit count, then one item that is repeated 1 + grow**2 times.
-    head = bytes([0, 0, 1, 30, 128, 102, 0, 0]) + b"\x9b" + (1 + 102 * 102).to_bytes(8, "big")
+    head = bytes([0, 0, 1, 30, 128, 70, 0, 0]) + b"\x9b" + (1 + 70 * 70).to_bytes(8, "big")
     return {
-        # 10,405 byte strings, 1.06 MB once inflated: walked, decoded, then too large to echo back.
+        # 4,901 byte strings, 500 KB once inflated: walked, decoded, then echoed back.
         "byte-strings": head + b"\x58\x64" + b"x" * 100,
         "text-strings": head + b"\x78\x64" + b"y" * 100,
     }
@@ -373,9 +373,10 @@ def _klp_inflation_seeds() -> dict[str, bytes]:
 
 @fuzz_target(_klp_inflation_seeds)
 def klp_payload_inflation(data: bytes) -> bool:
-    """KLP pipeline on correctly signed messages whose gzip payload inflates past 1 MiB (up to 2 MiB), so
-    the item-count walk before decoding, its limits and large-payload decoding and echoing are reached.
-    Its own target because each such input costs milliseconds, which would starve klp_pipeline."""
+    """KLP pipeline on correctly signed messages whose gzip payload inflates up to 2 MiB: past the 1 MiB
+    decompression cap, or under it with up to a million items, so the cap, the item walk before decoding,
+    its limits and large-payload decoding and echoing are reached. Its own target because each such
+    input costs milliseconds, which would starve klp_pipeline."""
     wire, overridden = _signed_hostile_envelope(data, grown=True)
     return _through_pipeline(wire, canonical=not overridden)
 
