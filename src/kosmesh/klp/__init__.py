@@ -36,15 +36,16 @@ from kosmesh.klp.model import (
     VerificationLevel,
 )
 from kosmesh.klp.pipeline import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
     Accepted,
     CheckResult,
     KLPProcessor,
     ProcessingResult,
     Rejected,
-    ReplayCache,
     make_response,
     parse_response,
 )
+from kosmesh.klp.policy import PRIORITY_CAPS_BY_TRUST, ReceiverPolicy
 from kosmesh.klp.priority import PriorityQueue, PushResult
 from kosmesh.klp.reasons import (
     CODEC_REASONS,
@@ -60,9 +61,11 @@ from kosmesh.klp.reasons import (
     REASON_MALFORMED_PAYLOAD,
     REASON_MESSAGE_ID_MISMATCH,
     REASON_MESSAGE_TOO_LARGE,
+    REASON_NOT_FOR_THIS_NODE,
     REASON_PAYLOAD_TOO_COMPLEX,
     REASON_REPLAY,
     REASON_REPLAY_CACHE_FULL,
+    REASON_SOURCE_MISMATCH,
     REASON_TIMESTAMP_OUT_OF_WINDOW,
     REASON_UNKNOWN_MESSAGE_TYPE,
     REASON_UNKNOWN_SIGNER,
@@ -73,16 +76,19 @@ from kosmesh.klp.reasons import (
     REJECTION_REASONS,
     EnvelopeError,
 )
+from kosmesh.klp.replay import ReplayCache
 
 __all__ = [
     "CODEC_REASONS",
     "COMPRESSION_GZIP",
     "CONTENT_TYPE_CBOR",
+    "DEFAULT_MAX_FUTURE_SKEW_S",
     "ENCRYPTION_ALGORITHMS",
     "KLP_VERSION",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_MESSAGE_BYTES",
     "PIPELINE_REASONS",
+    "PRIORITY_CAPS_BY_TRUST",
     "PROTOCOL_ID",
     "REASON_DECOMPRESSION_BOMB",
     "REASON_EXPIRED",
@@ -95,9 +101,11 @@ __all__ = [
     "REASON_MALFORMED_PAYLOAD",
     "REASON_MESSAGE_ID_MISMATCH",
     "REASON_MESSAGE_TOO_LARGE",
+    "REASON_NOT_FOR_THIS_NODE",
     "REASON_PAYLOAD_TOO_COMPLEX",
     "REASON_REPLAY",
     "REASON_REPLAY_CACHE_FULL",
+    "REASON_SOURCE_MISMATCH",
     "REASON_TIMESTAMP_OUT_OF_WINDOW",
     "REASON_UNKNOWN_MESSAGE_TYPE",
     "REASON_UNKNOWN_SIGNER",
@@ -125,6 +133,7 @@ __all__ = [
     "PriorityQueue",
     "ProcessingResult",
     "PushResult",
+    "ReceiverPolicy",
     "Rejected",
     "ReplayCache",
     "RoutingHint",

@@ -61,8 +61,14 @@ REASON_UNKNOWN_SIGNER = "unknown_signer"
 """The source authority has no key we can verify (a name authority, until name records exist)."""
 REASON_INVALID_SIGNATURE = "invalid_signature"
 """The signature is not the source authority's over the message."""
+REASON_SOURCE_MISMATCH = "source_mismatch"
+"""The message is signed by someone other than the peer that sent it on this connection: a relayed or
+stolen message (relaying, when it comes, uses an explicit envelope that names the relay)."""
+REASON_NOT_FOR_THIS_NODE = "not_for_this_node"
+"""The message is addressed to another node, so it was meant for someone else and replayed to us."""
 REASON_TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
-"""The timestamp is further from the receiver's clock than its skew allows."""
+"""The timestamp is older than the receiver's past skew allows, or further ahead than its (small)
+future skew allows."""
 REASON_EXPIRED = "expired"
 """The message's TTL has run out."""
 REASON_REPLAY = "replay"
@@ -70,7 +76,8 @@ REASON_REPLAY = "replay"
 REASON_REPLAY_CACHE_FULL = "replay_cache_full"
 """The sender holds its whole share of the replay cache (or the cache is full): try again later."""
 REASON_INSUFFICIENT_TRUST = "insufficient_trust"
-"""The sender's trust is below the receiver's floor or below what the sender asked for."""
+"""The receiver's trust in the sender is below the receiver's floor for tasks, or below what the
+sender itself asked for (whichever is higher)."""
 REASON_INSUFFICIENT_ENDORSEMENTS = "insufficient_endorsements"
 """The sender asked to be held to endorsements it does not have."""
 REASON_UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
@@ -80,6 +87,8 @@ PIPELINE_REASONS = frozenset(
     {
         REASON_UNKNOWN_SIGNER,
         REASON_INVALID_SIGNATURE,
+        REASON_SOURCE_MISMATCH,
+        REASON_NOT_FOR_THIS_NODE,
         REASON_TIMESTAMP_OUT_OF_WINDOW,
         REASON_EXPIRED,
         REASON_REPLAY,

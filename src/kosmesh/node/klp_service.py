@@ -181,7 +181,7 @@ class KLPService:
     def _receive(self, raw: bytes, stream: Stream) -> None:
         self.stats["received"] += 1
         now = time.time()
-        verdict = self.processor.check(raw, now)
+        verdict = self.processor.check(raw, now, stream.remote_peer_id)
         if not isinstance(verdict, Accepted):
             self.stats["rejected"] += 1
             self._note("in", verdict.message, "rejected", verdict.reason)
@@ -199,7 +199,7 @@ class KLPService:
                 self._start_worker(job, outcome)
             return
         # every worker is busy: the queue orders the backlog (CRITICAL first) and bounds it
-        pushed = self._queue.push(job, int(message.metadata.priority))
+        pushed = self._queue.push(job, int(verdict.priority))  # declared priority, capped by trust
         if not pushed.accepted:
             self.stats["deferred"] += 1
             self._respond(stream, message, ProcessingResult("deferred", retry_after=pushed.retry_after))
@@ -470,15 +470,12 @@ class _Channel:
                 fut.set_exception(error)
 
     def _deliver(self, raw: bytes) -> None:
-        verdict = self._processor.check(raw, time.time())
+        verdict = self._processor.check_response(raw, time.time(), self._remote)
         if not isinstance(verdict, Accepted):
             log.info("discarding response from %s: %s", self._remote, verdict.reason)
             return
         message = verdict.message
-        if message.type != MessageType.TASK_RESPONSE or message.metadata.correlation_id is None:
-            return
-        if message.source.authority_peer_id() != self._remote:
-            log.warning("response signed by %s arrived from %s; discarded", message.source, self._remote)
+        if message.metadata.correlation_id is None:
             return
         fut = self._waiting.get(message.metadata.correlation_id)
         if fut is not None and not fut.done():

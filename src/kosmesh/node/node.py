@@ -186,6 +186,10 @@ class Node:
             local_peer_id=self.peer_id,
             max_message_bytes=cfg.max_message_bytes,
             max_clock_skew_s=cfg.max_clock_skew_s,
+            max_future_skew_s=cfg.max_future_skew_s,
+            replay_capacity=cfg.replay_capacity,
+            replay_per_peer=cfg.replay_per_peer,
+            min_trust_for_tasks=cfg.min_trust_for_tasks,
             trust_score=self.trust_score,
             supported_types=SUPPORTED_TYPES,
         )

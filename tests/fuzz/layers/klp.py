@@ -56,6 +56,7 @@ from kosmesh.klp.payload import encode_data
 from tests.fuzz.inputs import (
     ALICE,
     ALICE_AGENT,
+    ALICE_PEER,
     BOB,
     BOB_NODE,
     BOB_PEER,
@@ -326,6 +327,7 @@ def _klp_pipeline_seeds() -> dict[str, bytes]:
         "hostile-request": b"\x01" + accepted + encode_data({"task": "echo", "text": "hi"}),
         "hostile-gzip-request": b"\x01" + bytes([2]) + accepted[1:] + encode_data(["a"] * 50),
         "hostile-response": b"\x01" + bytes([64, 1, 1, 30, 128, 0, 0, 0]) + encode_data(response),
+        "hostile-answer-to-our-request": b"\x05" + bytes([64, 1, 1, 30, 128, 0, 0, 0]) + encode_data(response),
         "hostile-override-ttl": b"\x01"
         + bytes([1, 0, 1, 0, 128, 0, _OVERRIDABLE.index(("metadata", "ttl")), 2])
         + b"\x18\x3c"  # ttl 60 as a CBOR item of the input's own
@@ -334,7 +336,7 @@ def _klp_pipeline_seeds() -> dict[str, bytes]:
 
 
 def _klp_processor() -> KLPProcessor:
-    """Bob's node: trusts every peer 5.0, handles every type but AGENT_MIGRATION, remembers 4 ids."""
+    """Bob's node: trusts every peer 5.0, handles every type but AGENT_MIGRATION, remembers 4 ids (2 a peer)."""
     return KLPProcessor(
         local_peer_id=BOB_PEER, trust_score=lambda _peer: 5.0, supported_types=_HOSTILE_SUPPORTED, replay_capacity=4
     )
@@ -354,10 +356,42 @@ def _check_result(result: CheckResult) -> None:
 def klp_pipeline(data: bytes) -> bool:
     """KLP processing pipeline on raw bytes, or on a correctly signed envelope whose fields and payload are
     hostile (so decompression, payload decode, timestamp window, TTL, replay, trust and type checks are
-    all reached); check() never raises, an accepted message replays as a replay and can be answered."""
+    all reached); check() never raises, an accepted message replays as a replay and can be answered.
+    Option bits also send it from a peer that did not sign it (it must never be accepted) or through
+    check_response (never remembered in the replay cache)."""
     opt, body = options(data)
     wire, overridden = _signed_hostile_envelope(body) if opt & 1 else (body, False)
-    return _through_pipeline(wire, canonical=bool(opt & 1) and not overridden)
+    canonical = bool(opt & 1) and not overridden
+    if opt & 2:
+        return _from_the_wrong_peer(wire)
+    if opt & 4:
+        return _as_a_response(wire, canonical)
+    return _through_pipeline(wire, canonical=canonical)
+
+
+def _from_the_wrong_peer(wire: bytes) -> bool:
+    """Alice's message written to Bob by Bob's own peer id (a relay): refused, whatever it holds."""
+    processor = _klp_processor()
+    result = processor.check(wire, NOW, BOB_PEER)
+    _check_result(result)
+    assert isinstance(result, Rejected), "a message was accepted from a peer that did not sign it"
+    assert len(processor.replay_cache) == 0
+    return False
+
+
+def _as_a_response(wire: bytes, canonical: bool) -> bool:
+    """The message as an answer to one of Bob's requests: only a TASK_RESPONSE passes, and it takes no
+    replay-cache entry, so it passes again."""
+    processor = _klp_processor()
+    result = processor.check_response(wire, NOW, ALICE_PEER)
+    _check_result(result)
+    assert len(processor.replay_cache) == 0, "a response took a replay-cache entry"
+    if isinstance(result, Rejected):
+        assert not (canonical and result.reason == REASON_MALFORMED), result.detail
+        return False
+    assert result.message.type is MessageType.TASK_RESPONSE
+    assert isinstance(processor.check_response(wire, NOW, ALICE_PEER), Accepted)
+    return True
 
 
 def _klp_inflation_seeds() -> dict[str, bytes]:
@@ -385,7 +419,7 @@ def _through_pipeline(wire: bytes, canonical: bool) -> bool:
     """check() never raises; an accepted message re-encodes to itself, is a replay the second time and
     can be answered. ``canonical``: the bytes are cbor2's canonical encoding, never "malformed"."""
     processor = _klp_processor()
-    result = processor.check(wire, NOW)
+    result = processor.check(wire, NOW, ALICE_PEER)
     _check_result(result)
     if isinstance(result, Rejected):
         assert not (canonical and result.reason == REASON_MALFORMED), (
@@ -394,7 +428,7 @@ def _through_pipeline(wire: bytes, canonical: bool) -> bool:
         return False
     message = result.message
     assert encode_message(dataclasses.replace(message)) == wire
-    again = processor.check(wire, NOW)
+    again = processor.check(wire, NOW, ALICE_PEER)
     assert isinstance(again, Rejected) and again.reason == REASON_REPLAY, "an accepted message was accepted twice"
     processor.is_for_local_node(message)
     if message.type is MessageType.TASK_RESPONSE:
