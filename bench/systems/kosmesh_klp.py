@@ -167,7 +167,7 @@ async def one_task_stream(node: Node, peer_id: PeerId) -> None:
         if not chunk:
             raise RuntimeError("stream closed before the answer")
         frames = reader.receive_data(chunk)
-    verdict = node.klp.processor.check(frames[0], time.time())
+    verdict = node.klp.processor.check_response(frames[0], time.time(), peer_id)
     if not isinstance(verdict, Accepted) or parse_response(verdict.message).status != "processed":
         raise RuntimeError(f"bad answer on a new stream: {verdict}")
     await stream.close()

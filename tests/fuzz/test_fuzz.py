@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from kosmesh.identity import CorruptKeyFileError, load_key
 from kosmesh.klp import MAX_MESSAGE_BYTES, EnvelopeError, MessageType, build_message, encode_message
+from tests.fuzz.inputs import ALICE, ALICE_AGENT, BOB_NODE, NOW_MS
 from tests.fuzz.run import CORPUS_ROOT, INSTALL_HINT, REPO_ROOT, SEED_PREFIX
-from tests.fuzz.targets import ALICE, ALICE_AGENT, BOB_NODE, NOW_MS, TARGETS
+from tests.fuzz.targets import TARGETS
 
 NAMES = sorted(TARGETS)
 # Per target and strategy. Measured on the shared 2-core machine: the whole module (48 Hypothesis
@@ -47,6 +48,7 @@ REQUIRED = {
     "identify",
     "ping",
     "klp_framing",
+    "length_prefixed_frames",
     "klp_envelope",
     "klp_pipeline",
     "klp_payload_inflation",

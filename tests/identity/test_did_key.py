@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kosmesh.codec.base58 import b58decode, b58encode
 from kosmesh.identity import (
     DidKeyError,
     Ed25519PrivateKey,
@@ -19,7 +20,6 @@ from kosmesh.identity import (
     peer_id_from_did_key,
     public_key_from_did_key,
 )
-from kosmesh.identity.base58 import b58decode, b58encode
 from kosmesh.identity.did_key import public_key_from_multibase, x25519_multibase_from_public_key
 
 # did:key spec test vectors (test-vectors/ed25519-x25519.json): seed -> DID, with the

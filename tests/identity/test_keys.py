@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kosmesh.codec.protobuf import encode_fields
 from kosmesh.identity import Ed25519PrivateKey, Ed25519PublicKey, KeyError_, decode_public_key
-from kosmesh.wire.protobuf import encode_fields
 
 # RFC 8032 section 7.1, TEST 1-3: (secret key, public key, message, signature).
 RFC8032_VECTORS = [

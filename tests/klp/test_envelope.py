@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.klp import (
+    MAX_MESSAGE_BYTES,
     CompressionInfo,
     EncryptionInfo,
     EnvelopeError,
@@ -38,7 +39,8 @@ from kosmesh.klp import (
     signing_bytes,
     verify_signature,
 )
-from kosmesh.klp.envelope import encode_data
+from kosmesh.klp.model import MAX_DATA_ITEMS
+from kosmesh.klp.payload import encode_data
 
 # -- shared helpers (imported by the pipeline tests) --------------------------------------------
 
@@ -486,10 +488,10 @@ def test_decode_bounds_size() -> None:
 @pytest.mark.parametrize(
     "bomb",
     [
-        # 2M empty arrays: 2 MiB of CBOR that would be ~150 MB of Python lists...
-        b"\x9a" + (2_000_000).to_bytes(4, "big") + b"\x80" * 2_000_000,
+        # 1M empty arrays: 1 MB of CBOR (1.6 KB gzip'd) that would be ~70 MB of Python lists...
+        b"\x9a" + (1_000_000).to_bytes(4, "big") + b"\x80" * 1_000_000,
         # ...and the same spread over nested arrays, so no single header gives it away.
-        b"\x99\x07\xd0" + (b"\x99\x03\xe8" + b"\x80" * 1000) * 2000,
+        b"\x99\x03\xe8" + (b"\x99\x03\xe8" + b"\x80" * 1000) * 1000,
     ],
     ids=["flat", "nested"],
 )
@@ -502,9 +504,17 @@ def test_payload_item_count_is_bounded_after_inflation(bomb: bytes) -> None:
 
 
 def test_large_compressed_payload_within_limits_decodes() -> None:
-    data = [float(i) for i in range(200_000)]  # ~1.8 MB of CBOR, beyond the wire limit
+    data = [float(i) for i in range(MAX_DATA_ITEMS - 1)]  # ~147 KB of CBOR, a few KB gzip'd
     msg = make(data=data, compression="gzip")
     assert decode_message(encode_message(msg)).payload.data == data
+
+
+def test_compressed_payload_inflating_beyond_any_message_is_a_bomb() -> None:
+    env = to_dict(encode_message(make(compression="gzip")))
+    env["payload"]["data"] = gzip.compress(canonical(b"x" * MAX_MESSAGE_BYTES), mtime=0)
+    with pytest.raises(EnvelopeError) as info:
+        decode_message(reseal(env))
+    assert info.value.reason == "decompression_bomb"
 
 
 # -- JSON view ----------------------------------------------------------------------------------

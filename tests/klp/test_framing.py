@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.klp import PROTOCOL_ID, FrameReader, FramingError, encode_frame
-from kosmesh.wire.varint import encode_uvarint
 
 
 def test_protocol_id() -> None:

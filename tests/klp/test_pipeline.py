@@ -24,7 +24,6 @@ from kosmesh.klp import (
     Priority,
     ProcessingResult,
     Rejected,
-    ReplayCache,
     TrustRequirements,
     encode_message,
     make_response,
@@ -87,7 +86,7 @@ def _flip_signature(env: dict[str, Any]) -> None:
 
 def test_accepts_a_valid_message() -> None:
     proc = processor()
-    result = proc.check(wire(), T0)
+    result = proc.check(wire(), T0, PEER_A)
     assert isinstance(result, Accepted)
     assert result.message == make()
     assert result.message.payload.data == {"task": "echo", "text": "hello"}
@@ -140,13 +139,14 @@ CASES: list[tuple[str, bytes, float, dict[str, Any]]] = [
         tampered(
             lambda env: env["payload"].update(
                 compression={"enabled": True, "algorithm": "gzip"},
-                data=gzip.compress(b"\x9a\x00\x20\x00\x00" + b"\x80" * (2 << 20), mtime=0),
+                data=gzip.compress(b"\x9a\x00\x0f\x00\x00" + b"\x80" * (15 << 16), mtime=0),
             )
         ),
         T0,
         {},
     ),
     ("timestamp_out_of_window", wire(ttl=3600), T0 - 121, {}),  # from the future
+    ("timestamp_out_of_window", wire(ttl=3600), T0 - 10.5, {}),  # ahead by more than the future skew
     ("timestamp_out_of_window", wire(ttl=3600), T0 + 121, {}),  # from the past
     ("timestamp_out_of_window", wire(), float("nan"), {}),
     ("expired", wire(ttl=10), T0 + 10.5, {}),
@@ -159,20 +159,21 @@ CASES: list[tuple[str, bytes, float, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("reason", "raw", "now", "kwargs"), CASES, ids=[c[0] for c in CASES])
 def test_rejection_reasons(reason: str, raw: bytes, now: float, kwargs: dict[str, Any]) -> None:
-    result = processor(**kwargs).check(raw, now)
+    result = processor(**kwargs).check(raw, now, PEER_A)
     assert isinstance(result, Rejected), result
     assert result.reason == reason, result.detail
 
 
 def test_every_reason_has_a_test() -> None:
-    covered = {case[0] for case in CASES} | {"replay", "replay_cache_full"}  # tested below
+    tested_below = {"replay", "replay_cache_full", "source_mismatch", "not_for_this_node"}
+    covered = {case[0] for case in CASES} | tested_below
     assert covered == REJECTION_REASONS
 
 
 def test_rejected_carries_the_message_only_once_authenticated() -> None:
-    forged = processor().check(tampered(_flip_signature, seal=False), T0)
+    forged = processor().check(tampered(_flip_signature, seal=False), T0, PEER_A)
     assert isinstance(forged, Rejected) and forged.message is None
-    late = processor().check(wire(ttl=10), T0 + 11)
+    late = processor().check(wire(ttl=10), T0 + 11, PEER_A)
     assert isinstance(late, Rejected) and late.reason == "expired" and late.message is not None
     original = make(ttl=10)
     assert (late.message.message_id, late.message.source, late.message.metadata) == (
@@ -184,11 +185,11 @@ def test_a_replay_is_refused_before_its_payload_is_decoded(monkeypatch: pytest.M
     from kosmesh.klp import envelope
 
     decoded = []
-    real = envelope._decode_payload_data
-    monkeypatch.setattr(envelope, "_decode_payload_data", lambda *a: decoded.append(1) or real(*a))
+    real = envelope.decode_payload_data
+    monkeypatch.setattr(envelope, "decode_payload_data", lambda *a: decoded.append(1) or real(*a))
     p = processor()
-    assert isinstance(p.check(wire(), T0), Accepted) and len(decoded) == 1
-    again = p.check(wire(), T0 + 1)
+    assert isinstance(p.check(wire(), T0, PEER_A), Accepted) and len(decoded) == 1
+    again = p.check(wire(), T0 + 1, PEER_A)
     assert isinstance(again, Rejected) and again.reason == "replay"
     assert len(decoded) == 1  # the replay cost no payload decode
 
@@ -196,14 +197,14 @@ def test_a_replay_is_refused_before_its_payload_is_decoded(monkeypatch: pytest.M
 def test_replay_is_rejected_until_the_entry_expires() -> None:
     proc = processor()
     raw = wire(ttl=30)
-    assert isinstance(proc.check(raw, T0), Accepted)
-    again = proc.check(raw, T0 + 1)
+    assert isinstance(proc.check(raw, T0, PEER_A), Accepted)
+    again = proc.check(raw, T0 + 1, PEER_A)
     assert isinstance(again, Rejected) and again.reason == "replay"
     assert again.message is not None
     assert len(proc.replay_cache) == 1
     # Once the TTL has passed the entry is evicted: the message is now refused as expired, and
     # the cache no longer holds it.
-    late = proc.check(raw, T0 + 30.001)
+    late = proc.check(raw, T0 + 30.001, PEER_A)
     assert isinstance(late, Rejected) and late.reason == "expired"
     proc.replay_cache.evict(T0 + 30.001)
     assert len(proc.replay_cache) == 0
@@ -212,44 +213,29 @@ def test_replay_is_rejected_until_the_entry_expires() -> None:
 def test_replay_entries_live_no_longer_than_the_clock_skew() -> None:
     proc = processor(max_clock_skew_s=5)
     raw = wire(ttl=3600)
-    assert isinstance(proc.check(raw, T0), Accepted)
+    assert isinstance(proc.check(raw, T0, PEER_A), Accepted)
     proc.replay_cache.evict(T0 + 5.001)
     assert len(proc.replay_cache) == 0
-    result = proc.check(raw, T0 + 5.001)
+    result = proc.check(raw, T0 + 5.001, PEER_A)
     assert isinstance(result, Rejected) and result.reason == "timestamp_out_of_window"
 
 
 def test_full_replay_cache_refuses_instead_of_forgetting() -> None:
-    proc = processor(replay_capacity=2)
+    proc = processor(replay_capacity=2, replay_per_peer=2)
     raws = [wire(timestamp_ms=T0_MS + i, ttl=10) for i in range(3)]
-    assert isinstance(proc.check(raws[0], T0), Accepted)
-    assert isinstance(proc.check(raws[1], T0), Accepted)
-    full = proc.check(raws[2], T0)
+    assert isinstance(proc.check(raws[0], T0, PEER_A), Accepted)
+    assert isinstance(proc.check(raws[1], T0, PEER_A), Accepted)
+    full = proc.check(raws[2], T0, PEER_A)
     assert isinstance(full, Rejected) and full.reason == "replay_cache_full"
     # the remembered ids are still refused as replays
-    replay = proc.check(raws[0], T0 + 1)
+    replay = proc.check(raws[0], T0 + 1, PEER_A)
     assert isinstance(replay, Rejected) and replay.reason == "replay"
     # after the first two expire there is room again
     fresh = wire(timestamp_ms=T0_MS + 10_500, ttl=10)
-    assert isinstance(proc.check(fresh, T0 + 10.5), Accepted)
+    assert isinstance(proc.check(fresh, T0 + 10.5, PEER_A), Accepted)
 
 
-def test_replay_cache_unit() -> None:
-    cache = ReplayCache(3)
-    assert cache.add("a", 10.0, 0.0) is None
-    assert cache.add("a", 10.0, 1.0) == "replay"
-    assert cache.add("b", 5.0, 1.0) is None
-    assert cache.add("c", 20.0, 1.0) is None
-    assert cache.add("d", 20.0, 1.0) == "replay_cache_full"
-    assert cache.add("d", 20.0, 5.5) is None  # "b" expired at 5.0
-    assert "b" not in cache and "a" in cache
-    cache.evict(100.0)
-    assert len(cache) == 0
-    with pytest.raises(ValueError):
-        ReplayCache(0)
-
-
-def test_trust_is_checked_against_the_source_peer() -> None:
+def test_trust_is_looked_up_for_the_authenticated_sender() -> None:
     seen: list[PeerId] = []
 
     def score(peer: PeerId) -> float:
@@ -257,10 +243,10 @@ def test_trust_is_checked_against_the_source_peer() -> None:
         return 6.0
 
     proc = KLPProcessor(local_peer_id=PEER_B, trust_score=score, supported_types=ALL_TYPES)
-    assert isinstance(proc.check(wire(trust_requirements=TrustRequirements(6.0)), T0), Accepted)
+    assert isinstance(proc.check(wire(trust_requirements=TrustRequirements(6.0)), T0, PEER_A), Accepted)
     assert seen == [PEER_A]
     # no requirement, no lookup
-    assert isinstance(proc.check(wire(timestamp_ms=T0_MS + 1), T0), Accepted)
+    assert isinstance(proc.check(wire(timestamp_ms=T0_MS + 1), T0, PEER_A), Accepted)
     assert seen == [PEER_A]
 
 
@@ -277,7 +263,7 @@ def test_trust_is_checked_against_the_source_peer() -> None:
 )
 def test_signed_response_round_trip(result: ProcessingResult) -> None:
     request = make(priority=Priority.HIGH)
-    accepted = processor().check(encode_message(request), T0)
+    accepted = processor().check(encode_message(request), T0, PEER_A)
     assert isinstance(accepted, Accepted)
     response = make_response(KEY_B, accepted.message, result, source=ADDR_B, timestamp_ms=T0_MS + 5)
     assert response.type is MessageType.TASK_RESPONSE
@@ -285,7 +271,7 @@ def test_signed_response_round_trip(result: ProcessingResult) -> None:
     assert response.target == request.source == ADDR_A
     assert response.metadata.priority is Priority.HIGH
     client = KLPProcessor(local_peer_id=PEER_A, trust_score=lambda _p: 0.0, supported_types=ALL_TYPES)
-    checked = client.check(encode_message(response), T0 + 0.005)
+    checked = client.check_response(encode_message(response), T0 + 0.005, PEER_B)
     assert isinstance(checked, Accepted)
     assert parse_response(checked.message) == result
 
@@ -334,7 +320,7 @@ _FUZZ_PROC = processor()
 
 
 def _only_rejected(raw: bytes) -> None:
-    result: CheckResult = _FUZZ_PROC.check(raw, T0)
+    result: CheckResult = _FUZZ_PROC.check(raw, T0, PEER_A)
     assert isinstance(result, Rejected), result
     assert result.reason in REJECTION_REASONS
 
@@ -415,7 +401,7 @@ def test_structurally_mutated_envelopes_are_rejected(
         raw = reseal(env) if seal else canonical(env)
     except (TypeError, ValueError, cbor2.CBOREncodeError):
         return
-    result = _FUZZ_PROC.check(raw, T0)
+    result = _FUZZ_PROC.check(raw, T0, PEER_A)
     if isinstance(result, Accepted):
         # Only possible if the edit produced another valid message (e.g. an allowed value).
         assert seal

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kosmesh import Node
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.klp import (
     PROTOCOL_ID,
@@ -32,7 +33,6 @@ from kosmesh.klp import (
 from kosmesh.node.config import NodeConfig
 from kosmesh.wire.connection import Connection, Stream, StreamResetError
 from kosmesh.wire.host import Host
-from kosmesh.wire.varint import encode_uvarint
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.wire import multistream, noise, yamux
 from kosmesh.wire.attach import attach_identify_and_ping
 from kosmesh.wire.connection import Stream
 from kosmesh.wire.host import Host
 from kosmesh.wire.ping_service import PingService
-from kosmesh.wire.varint import encode_uvarint
 
 ECHO = "/test/echo/1.0.0"
 Attack = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.wire.attach import WireServices, attach_identify_and_ping
 from kosmesh.wire.connection import Stream
 from kosmesh.wire.host import Host
 from kosmesh.wire.identify_service import IDENTIFY_PROTOCOL
 from kosmesh.wire.ping_service import PING_PROTOCOL
-from kosmesh.wire.varint import encode_uvarint
 
 
 @pytest.fixture

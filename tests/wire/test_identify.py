@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kosmesh.codec.protobuf import encode_fields
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.wire.attach import WireServices, attach_identify_and_ping, attach_services
 from kosmesh.wire.connection import Stream
@@ -32,8 +34,6 @@ from kosmesh.wire.identify_service import (
 )
 from kosmesh.wire.multiaddr import Multiaddr
 from kosmesh.wire.ping_service import PING_PROTOCOL
-from kosmesh.wire.protobuf import encode_fields
-from kosmesh.wire.varint import encode_uvarint
 from tests.waiting import wait_for
 
 KEY = Ed25519PrivateKey(bytes(range(32))).public_key
@@ -230,7 +230,7 @@ def test_reader_random_bytes_bounded(data: bytes, cuts: list[int]) -> None:
     try:
         for a, b in itertools.pairwise(bounds):
             reader.receive_data(data[a:b])
-            assert len(reader._buf) <= MAX_MESSAGE_SIZE + 10
+            assert reader._reader.buffered <= MAX_MESSAGE_SIZE + 10
         reader.eof()
     except IdentifyError:
         pass

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kosmesh.codec.protobuf import encode_fields
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.wire import noise
 from kosmesh.wire.noise import (
@@ -31,7 +32,6 @@ from kosmesh.wire.noise import (
     NoiseTransport,
     XXHandshakeState,
 )
-from kosmesh.wire.protobuf import encode_fields
 
 VECTORS: list[dict[str, Any]] = json.loads((Path(__file__).parent / "noise_vectors.json").read_text())[
     "vectors"

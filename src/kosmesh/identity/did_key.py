@@ -17,10 +17,10 @@ from typing import Any, Literal
 import nacl.bindings
 import nacl.exceptions
 
-from kosmesh.identity.base58 import b58decode, b58encode
+from kosmesh.codec.base58 import b58decode, b58encode
+from kosmesh.codec.varint import VarintError, decode_uvarint, encode_uvarint
 from kosmesh.identity.keys import Ed25519PublicKey
 from kosmesh.identity.peer_id import PeerId
-from kosmesh.wire.varint import VarintError, decode_uvarint, encode_uvarint
 
 DID_KEY_PREFIX = "did:key:"
 MULTIBASE_BASE58BTC = "z"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import nacl.exceptions
 import nacl.signing
 
-from kosmesh.wire.protobuf import ProtobufError, decode_fields, encode_fields, first_bytes, first_int
+from kosmesh.codec.protobuf import ProtobufError, decode_fields, encode_fields, first_bytes, first_int
 
 KEY_TYPE_ED25519 = 1
 KEY_TYPE_NAMES = {0: "RSA", 1: "Ed25519", 2: "Secp256k1", 3: "ECDSA"}

@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from kosmesh.identity.base58 import b58decode, b58encode
+from kosmesh.codec.base58 import b58decode, b58encode
+from kosmesh.codec.varint import VarintError, decode_uvarint
 from kosmesh.identity.keys import Ed25519PublicKey, KeyError_, decode_public_key
-from kosmesh.wire.varint import VarintError, decode_uvarint
 
 MULTIHASH_IDENTITY = 0x00
 MULTIHASH_SHA2_256 = 0x12

@@ -6,7 +6,18 @@ these cores on ``/kos/klp/1.0.0`` streams.
 
 from kosmesh.klp.address import AddressError, KLPAddress
 from kosmesh.klp.envelope import (
-    CODEC_REASONS,
+    DecodedEnvelope,
+    build_message,
+    compute_message_id,
+    decode_envelope,
+    decode_message,
+    encode_message,
+    signing_bytes,
+    verify_signature,
+)
+from kosmesh.klp.framing import PROTOCOL_ID, FrameReader, FramingError, encode_frame
+from kosmesh.klp.json_view import message_to_json
+from kosmesh.klp.model import (
     COMPRESSION_GZIP,
     CONTENT_TYPE_CBOR,
     ENCRYPTION_ALGORITHMS,
@@ -14,9 +25,7 @@ from kosmesh.klp.envelope import (
     MAX_DECOMPRESSED_BYTES,
     MAX_MESSAGE_BYTES,
     CompressionInfo,
-    DecodedEnvelope,
     EncryptionInfo,
-    EnvelopeError,
     KLPMessage,
     MessageType,
     Metadata,
@@ -25,17 +34,21 @@ from kosmesh.klp.envelope import (
     RoutingHint,
     TrustRequirements,
     VerificationLevel,
-    build_message,
-    compute_message_id,
-    decode_envelope,
-    decode_message,
-    encode_message,
-    message_to_json,
-    signing_bytes,
-    verify_signature,
 )
-from kosmesh.klp.framing import PROTOCOL_ID, FrameReader, FramingError, encode_frame
 from kosmesh.klp.pipeline import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    Accepted,
+    CheckResult,
+    KLPProcessor,
+    ProcessingResult,
+    Rejected,
+    make_response,
+    parse_response,
+)
+from kosmesh.klp.policy import PRIORITY_CAPS_BY_TRUST, ReceiverPolicy
+from kosmesh.klp.priority import PriorityQueue, PushResult
+from kosmesh.klp.reasons import (
+    CODEC_REASONS,
     PIPELINE_REASONS,
     REASON_DECOMPRESSION_BOMB,
     REASON_EXPIRED,
@@ -48,9 +61,11 @@ from kosmesh.klp.pipeline import (
     REASON_MALFORMED_PAYLOAD,
     REASON_MESSAGE_ID_MISMATCH,
     REASON_MESSAGE_TOO_LARGE,
+    REASON_NOT_FOR_THIS_NODE,
     REASON_PAYLOAD_TOO_COMPLEX,
     REASON_REPLAY,
     REASON_REPLAY_CACHE_FULL,
+    REASON_SOURCE_MISMATCH,
     REASON_TIMESTAMP_OUT_OF_WINDOW,
     REASON_UNKNOWN_MESSAGE_TYPE,
     REASON_UNKNOWN_SIGNER,
@@ -59,26 +74,21 @@ from kosmesh.klp.pipeline import (
     REASON_UNSUPPORTED_MESSAGE_TYPE,
     REASON_UNSUPPORTED_VERSION,
     REJECTION_REASONS,
-    Accepted,
-    CheckResult,
-    KLPProcessor,
-    ProcessingResult,
-    Rejected,
-    ReplayCache,
-    make_response,
-    parse_response,
+    EnvelopeError,
 )
-from kosmesh.klp.priority import PriorityQueue, PushResult
+from kosmesh.klp.replay import ReplayCache
 
 __all__ = [
     "CODEC_REASONS",
     "COMPRESSION_GZIP",
     "CONTENT_TYPE_CBOR",
+    "DEFAULT_MAX_FUTURE_SKEW_S",
     "ENCRYPTION_ALGORITHMS",
     "KLP_VERSION",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_MESSAGE_BYTES",
     "PIPELINE_REASONS",
+    "PRIORITY_CAPS_BY_TRUST",
     "PROTOCOL_ID",
     "REASON_DECOMPRESSION_BOMB",
     "REASON_EXPIRED",
@@ -91,9 +101,11 @@ __all__ = [
     "REASON_MALFORMED_PAYLOAD",
     "REASON_MESSAGE_ID_MISMATCH",
     "REASON_MESSAGE_TOO_LARGE",
+    "REASON_NOT_FOR_THIS_NODE",
     "REASON_PAYLOAD_TOO_COMPLEX",
     "REASON_REPLAY",
     "REASON_REPLAY_CACHE_FULL",
+    "REASON_SOURCE_MISMATCH",
     "REASON_TIMESTAMP_OUT_OF_WINDOW",
     "REASON_UNKNOWN_MESSAGE_TYPE",
     "REASON_UNKNOWN_SIGNER",
@@ -121,6 +133,7 @@ __all__ = [
     "PriorityQueue",
     "ProcessingResult",
     "PushResult",
+    "ReceiverPolicy",
     "Rejected",
     "ReplayCache",
     "RoutingHint",

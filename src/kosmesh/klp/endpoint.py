@@ -37,7 +37,6 @@ from kosmesh.klp import (
     Priority,
     PriorityQueue,
     ProcessingResult,
-    Rejected,
     TrustRequirements,
     build_message,
     decode_envelope,
@@ -241,9 +240,7 @@ class KLPEndpoint(Service):
             self._over_rate(raw, stream, wait, clock)
             return
         now = time.time()
-        verdict = self.processor.check(raw, now)
-        if isinstance(verdict, Accepted):
-            verdict = _bind_to_sender(verdict, remote, self.peer_id)
+        verdict = self.processor.check(raw, now, remote)
         if not isinstance(verdict, Accepted):
             self.stats["rejected"] += 1
             self._note(remote, verdict.message, "rejected", verdict.reason)
@@ -261,7 +258,7 @@ class KLPEndpoint(Service):
                 self._start_worker(job, outcome)
             return
         # every worker is busy: the queue orders the backlog (CRITICAL first) and bounds it
-        pushed = self._queue.push(job, int(message.metadata.priority))
+        pushed = self._queue.push(job, int(verdict.priority))  # declared priority, capped by trust
         if not pushed.accepted:
             self.stats["deferred"] += 1
             self._respond(stream, message, ProcessingResult("deferred", retry_after=pushed.retry_after))
@@ -478,16 +475,6 @@ class KLPEndpoint(Service):
         await asyncio.gather(*workers, *(c.task for c in channels), return_exceptions=True)
 
 
-def _bind_to_sender(verdict: Accepted, remote: PeerId, local: PeerId) -> Accepted | Rejected:
-    """A direct message must come from the authenticated peer and be addressed to this node."""
-    message = verdict.message
-    if message.source.authority_peer_id() != remote:
-        return Rejected("source_mismatch", message, f"signed by {message.source.authority}, sent by {remote}")
-    if message.type != MessageType.TASK_RESPONSE and message.target.authority_peer_id() != local:
-        return Rejected("not_for_this_node", message, f"addressed to {message.target.authority}")
-    return verdict
-
-
 class _Channel:
     """One outbound KLP stream with requests in flight, matched by correlation id.
 
@@ -565,15 +552,12 @@ class _Channel:
                 fut.set_exception(error)
 
     def _deliver(self, raw: bytes) -> None:
-        verdict = self._processor.check(raw, time.time())
+        verdict = self._processor.check_response(raw, time.time(), self._remote)
         if not isinstance(verdict, Accepted):
             log.info("discarding response from %s: %s", self._remote, verdict.reason)
             return
         message = verdict.message
-        if message.type != MessageType.TASK_RESPONSE or message.metadata.correlation_id is None:
-            return
-        if message.source.authority_peer_id() != self._remote:
-            log.warning("response signed by %s arrived from %s; discarded", message.source, self._remote)
+        if message.metadata.correlation_id is None:
             return
         fut = self._waiting.get(message.metadata.correlation_id)
         if fut is not None and not fut.done():

@@ -1,20 +1,24 @@
 """The KLP processing pipeline (seed III.B) as a sans-I/O core.
 
-``KLPProcessor.check(raw, now)`` takes the bytes of one message and the current time and answers
-``Accepted(message)`` or ``Rejected(reason)``. It runs the stages cheapest-and-most-basic first:
+``KLPProcessor.check(raw, now, remote)`` takes the bytes of one message, the current time and the
+Noise-authenticated peer that sent it, and answers ``Accepted(message, priority)`` or
+``Rejected(reason)``. It runs the stages cheapest-and-most-basic first:
 
-    size → structure → message id → signature → payload → timestamp window → TTL → replay
-    → trust requirements → type supported
+    size → structure → message id → signature → sender binding (source is the remote, target is
+    this node) → timestamp window → TTL → receiver policy (trust floor, priority cap) and the
+    sender's trust requirements → type supported → replay → payload
 
-The payload (decompression, CBOR) is decoded only once the signature has verified, so an
-unauthenticated sender cannot make us inflate anything. No clock is read and nothing blocks: the
-node adapter passes ``now`` and does the I/O. Dispatch by type belongs to the node; the result of
-handling a request travels back as a signed TASK_RESPONSE built by :func:`make_response`.
+The payload (decompression, CBOR, bounded) is decoded last, so a sender we have not authenticated,
+or whose message we refuse anyway, cannot make us inflate anything, and refused messages take no
+replay-cache entry. Answers to our own requests go through :meth:`KLPProcessor.check_response`:
+verified and bound to the sender the same way, but never put in the replay cache (a response is
+consumed once, by the caller waiting on its correlation id). No clock is read and nothing blocks:
+the node adapter passes ``now`` and does the I/O. Dispatch by type belongs to the node; the result
+of handling a request travels back as a signed TASK_RESPONSE built by :func:`make_response`.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,104 +27,61 @@ from typing import Any, Literal
 from kosmesh.identity.keys import Ed25519PrivateKey
 from kosmesh.identity.peer_id import PeerId
 from kosmesh.klp.address import KLPAddress, signer_key_for
-from kosmesh.klp.envelope import (
-    CODEC_REASONS,
-    MAX_MESSAGE_BYTES,
-    REASON_DECOMPRESSION_BOMB,
-    REASON_INVALID_ADDRESS,
+from kosmesh.klp.envelope import DecodedEnvelope, decode_envelope
+from kosmesh.klp.envelope import build_message as _build_message
+from kosmesh.klp.model import MAX_MESSAGE_BYTES, KLPMessage, MessageType, Priority
+from kosmesh.klp.policy import PRIORITY_CAPS_BY_TRUST, ReceiverPolicy
+from kosmesh.klp.reasons import (
+    REASON_EXPIRED,
+    REASON_INSUFFICIENT_ENDORSEMENTS,
+    REASON_INSUFFICIENT_TRUST,
+    REASON_INVALID_SIGNATURE,
     REASON_INVALID_STRUCTURE,
-    REASON_MALFORMED,
-    REASON_MALFORMED_PAYLOAD,
     REASON_MESSAGE_ID_MISMATCH,
     REASON_MESSAGE_TOO_LARGE,
-    REASON_PAYLOAD_TOO_COMPLEX,
-    REASON_UNKNOWN_MESSAGE_TYPE,
-    REASON_UNSUPPORTED_COMPRESSION,
-    REASON_UNSUPPORTED_ENCRYPTION,
-    REASON_UNSUPPORTED_VERSION,
+    REASON_NOT_FOR_THIS_NODE,
+    REASON_SOURCE_MISMATCH,
+    REASON_TIMESTAMP_OUT_OF_WINDOW,
+    REASON_UNKNOWN_SIGNER,
+    REASON_UNSUPPORTED_MESSAGE_TYPE,
     EnvelopeError,
-    KLPMessage,
-    MessageType,
-    decode_envelope,
 )
-from kosmesh.klp.envelope import (
-    build_message as _build_message,
-)
-
-REASON_UNKNOWN_SIGNER = "unknown_signer"
-REASON_INVALID_SIGNATURE = "invalid_signature"
-REASON_TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
-REASON_EXPIRED = "expired"
-REASON_REPLAY = "replay"
-REASON_REPLAY_CACHE_FULL = "replay_cache_full"
-REASON_INSUFFICIENT_TRUST = "insufficient_trust"
-REASON_INSUFFICIENT_ENDORSEMENTS = "insufficient_endorsements"
-REASON_UNSUPPORTED_MESSAGE_TYPE = "unsupported_message_type"
-
-PIPELINE_REASONS = frozenset(
-    {
-        REASON_UNKNOWN_SIGNER,
-        REASON_INVALID_SIGNATURE,
-        REASON_TIMESTAMP_OUT_OF_WINDOW,
-        REASON_EXPIRED,
-        REASON_REPLAY,
-        REASON_REPLAY_CACHE_FULL,
-        REASON_INSUFFICIENT_TRUST,
-        REASON_INSUFFICIENT_ENDORSEMENTS,
-        REASON_UNSUPPORTED_MESSAGE_TYPE,
-    }
-)
-# Every reason ``check`` can give, for dashboards and tests; it never invents another.
-REJECTION_REASONS = CODEC_REASONS | PIPELINE_REASONS
+from kosmesh.klp.replay import ReplayCache
 
 __all__ = [
-    "PIPELINE_REASONS",
-    "REASON_DECOMPRESSION_BOMB",
-    "REASON_EXPIRED",
-    "REASON_INSUFFICIENT_ENDORSEMENTS",
-    "REASON_INSUFFICIENT_TRUST",
-    "REASON_INVALID_ADDRESS",
-    "REASON_INVALID_SIGNATURE",
-    "REASON_INVALID_STRUCTURE",
-    "REASON_MALFORMED",
-    "REASON_MALFORMED_PAYLOAD",
-    "REASON_MESSAGE_ID_MISMATCH",
-    "REASON_MESSAGE_TOO_LARGE",
-    "REASON_PAYLOAD_TOO_COMPLEX",
-    "REASON_REPLAY",
-    "REASON_REPLAY_CACHE_FULL",
-    "REASON_TIMESTAMP_OUT_OF_WINDOW",
-    "REASON_UNKNOWN_MESSAGE_TYPE",
-    "REASON_UNKNOWN_SIGNER",
-    "REASON_UNSUPPORTED_COMPRESSION",
-    "REASON_UNSUPPORTED_ENCRYPTION",
-    "REASON_UNSUPPORTED_MESSAGE_TYPE",
-    "REASON_UNSUPPORTED_VERSION",
-    "REJECTION_REASONS",
+    "DEFAULT_MAX_FUTURE_SKEW_S",
     "Accepted",
     "CheckResult",
     "KLPProcessor",
     "ProcessingResult",
     "Rejected",
-    "ReplayCache",
     "make_response",
     "parse_response",
 ]
 
+# How far ahead of our clock a message may be stamped. Honest clocks agree within a second or two;
+# a message stamped further ahead would be remembered (and could be replayed) for that much longer.
+DEFAULT_MAX_FUTURE_SKEW_S = 10.0
+
 
 @dataclass(frozen=True)
 class Accepted:
-    """The message passed every stage; the node dispatches it by type."""
+    """The message passed every stage; the node dispatches it by type.
+
+    ``priority`` is where it goes in the receiver's queue: its declared priority, capped by the
+    receiver's trust in the sender (the signed message itself is never changed).
+    """
 
     message: KLPMessage
+    priority: Priority
 
 
 @dataclass(frozen=True)
 class Rejected:
-    """The message failed a stage. ``reason`` is from :data:`REJECTION_REASONS`.
+    """The message failed a stage. ``reason`` is from :data:`~kosmesh.klp.reasons.REJECTION_REASONS`.
 
-    ``message`` is set only when the signature verified (rejections from the timestamp stage on),
-    so the node answers authenticated senders and never reflects forged traffic.
+    ``message`` is set only when the signature verified (rejections from the sender binding on), so
+    the node answers authenticated senders and never reflects forged traffic.
     """
 
     reason: str
@@ -131,48 +92,8 @@ class Rejected:
 CheckResult = Accepted | Rejected
 
 
-class ReplayCache:
-    """Message ids seen and still fresh, each forgotten once it could no longer be accepted.
-
-    Bounded: when full of live entries it refuses new ones ("replay_cache_full") rather than
-    forget one early, because forgetting would let that message be replayed.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("replay cache capacity must be positive")
-        self.capacity = capacity
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def __contains__(self, message_id: object) -> bool:
-        return message_id in self._expiry
-
-    def evict(self, now: float) -> None:
-        """Drop every entry whose expiry is before ``now``."""
-        heap, expiry = self._heap, self._expiry
-        while heap and heap[0][0] < now:
-            when, message_id = heapq.heappop(heap)
-            if expiry.get(message_id) == when:
-                del expiry[message_id]
-
-    def add(self, message_id: str, expires_at: float, now: float) -> str | None:
-        """Record ``message_id`` until ``expires_at``; return a rejection reason or None."""
-        self.evict(now)
-        if message_id in self._expiry:
-            return REASON_REPLAY
-        if len(self._expiry) >= self.capacity:
-            return REASON_REPLAY_CACHE_FULL
-        self._expiry[message_id] = expires_at
-        heapq.heappush(self._heap, (expires_at, message_id))
-        return None
-
-
 class KLPProcessor:
-    """Validates incoming KLP messages (seed III.B); holds the replay cache, nothing else."""
+    """Validates incoming KLP messages (seed III.B); holds the replay cache and the receiver's policy."""
 
     def __init__(
         self,
@@ -182,21 +103,90 @@ class KLPProcessor:
         supported_types: frozenset[MessageType],
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         max_clock_skew_s: float = 120.0,
+        max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
         replay_capacity: int = 100_000,
+        replay_per_peer: int | None = None,
+        min_trust_for_tasks: float = 0.0,
+        priority_caps: tuple[tuple[float, Priority], ...] = PRIORITY_CAPS_BY_TRUST,
     ) -> None:
+        """``max_clock_skew_s`` bounds how old a message may be, ``max_future_skew_s`` how far ahead of
+        our clock it may be stamped. The replay cache holds ``replay_capacity`` ids in all, at most
+        ``replay_per_peer`` (default: half the capacity) for one sender."""
+        if max_clock_skew_s < 0 or max_future_skew_s < 0:
+            raise ValueError("clock skews must not be negative")
         self.local_peer_id = local_peer_id
+        self._local = local_peer_id.to_base58()
         self.trust_score = trust_score
         self.supported_types = frozenset(supported_types)
         self.max_message_bytes = max_message_bytes
         self.max_clock_skew_s = float(max_clock_skew_s)
-        self.replay_cache = ReplayCache(replay_capacity)
+        self.max_future_skew_s = float(max_future_skew_s)
+        per_peer = max(1, replay_capacity // 2) if replay_per_peer is None else replay_per_peer
+        self.replay_cache = ReplayCache(replay_capacity, per_peer)
+        self.policy = ReceiverPolicy(min_trust_for_tasks, priority_caps)
 
     def is_for_local_node(self, message: KLPMessage) -> bool:
         """True if the message targets this node (else it is for routing onwards)."""
-        return message.target.authority == self.local_peer_id.to_base58()
+        return message.target.authority == self._local
 
-    def check(self, raw: bytes, now: float) -> CheckResult:
-        """Run every stage on one wire message; never raises on hostile input."""
+    def check(self, raw: bytes, now: float, remote: PeerId) -> CheckResult:
+        """Run every stage on one message that ``remote`` (the Noise-authenticated peer) sent us on a
+        direct stream; never raises on hostile input."""
+        envelope = self._verified(raw, now, remote)
+        if isinstance(envelope, Rejected):
+            return envelope
+        metadata = envelope.metadata
+        trust = metadata.trust_requirements
+        priority = metadata.priority
+        minimum = self.policy.minimum_trust(envelope.type, trust.minimum_trust_score)
+        if minimum > 0.0 or priority > Priority.NORMAL:
+            score = self.trust_score(remote)
+            if minimum > 0.0 and not score >= minimum:  # a NaN score fails too
+                return Rejected(REASON_INSUFFICIENT_TRUST, envelope.to_message(decode_payload=False),
+                                f"trust {score:.2f} < {minimum:.2f}")  # fmt: skip
+            priority = self.policy.priority(priority, score)
+        if trust.required_endorsements > 0:
+            # Endorsements arrive with the trust layer; until then no sender can meet a demand for them.
+            return Rejected(REASON_INSUFFICIENT_ENDORSEMENTS, envelope.to_message(decode_payload=False))
+        # Every verification level is met: each message carries a verified Ed25519 signature.
+        if envelope.type not in self.supported_types:
+            return Rejected(REASON_UNSUPPORTED_MESSAGE_TYPE, envelope.to_message(decode_payload=False),
+                            envelope.type.value)  # fmt: skip
+        # Past min(ttl, skew) the message fails the window or TTL check, so its id need not be
+        # remembered longer than that. Only messages we would act on take an entry.
+        sent = envelope.timestamp_ms / 1000.0
+        problem = self.replay_cache.add(
+            envelope.source.authority, metadata.message_id, sent + min(metadata.ttl, self.max_clock_skew_s), now
+        )
+        if problem is not None:
+            return Rejected(problem, envelope.to_message(decode_payload=False))
+        try:
+            message = envelope.to_message(self.max_message_bytes)
+        except EnvelopeError as exc:  # an authenticated sender's bad payload: it gets a signed answer
+            return Rejected(exc.reason, envelope.to_message(decode_payload=False), exc.detail)
+        return Accepted(message, priority)
+
+    def check_response(self, raw: bytes, now: float, remote: PeerId) -> CheckResult:
+        """Check an answer that ``remote`` sent to one of our own requests on our outbound stream.
+
+        The same verification and sender binding as :meth:`check`, and it must be a TASK_RESPONSE;
+        but it takes no replay-cache entry (only the caller waiting on its correlation id consumes
+        it, once), so a full cache never blocks the answers to our own requests.
+        """
+        envelope = self._verified(raw, now, remote)
+        if isinstance(envelope, Rejected):
+            return envelope
+        if envelope.type is not MessageType.TASK_RESPONSE:
+            return Rejected(REASON_UNSUPPORTED_MESSAGE_TYPE, envelope.to_message(decode_payload=False),
+                            f"{envelope.type.value} on a stream of our requests")  # fmt: skip
+        try:
+            message = envelope.to_message(self.max_message_bytes)
+        except EnvelopeError as exc:
+            return Rejected(exc.reason, envelope.to_message(decode_payload=False), exc.detail)
+        return Accepted(message, message.metadata.priority)
+
+    def _verified(self, raw: bytes, now: float, remote: PeerId) -> DecodedEnvelope | Rejected:
+        """Decode, authenticate and bind a message to its sender; check its time. Payload not decoded."""
         if len(raw) > self.max_message_bytes:
             return Rejected(REASON_MESSAGE_TOO_LARGE, None, f"{len(raw)} bytes > {self.max_message_bytes}")
         try:
@@ -205,49 +195,31 @@ class KLPProcessor:
             return Rejected(exc.reason, None, exc.detail)
         if envelope.computed_id() != envelope.metadata.message_id:
             return Rejected(REASON_MESSAGE_ID_MISMATCH, None, "message_id is not the content address")
-        key = signer_key_for(envelope.source.authority)
+        source = envelope.source.authority
+        key = signer_key_for(source)
         if key is None:
-            return Rejected(
-                REASON_UNKNOWN_SIGNER, None, f"no verifiable key for authority {envelope.source.authority!r}"
-            )
+            return Rejected(REASON_UNKNOWN_SIGNER, None, f"no verifiable key for authority {source!r}")
         if not key.verify(envelope.signature, envelope.signed):
             return Rejected(REASON_INVALID_SIGNATURE)
-        # Time and replay checks come before the payload is inflated and decoded, so a captured
-        # message replayed at us costs a signature check, not a payload decode each time.
+        # A direct message comes from the peer that signed it and is addressed to us: a message B
+        # signed for A, written to us by A, is A's replay of B's words, not B speaking to us.
+        if source != remote.to_base58():
+            return Rejected(REASON_SOURCE_MISMATCH, envelope.to_message(decode_payload=False),
+                            f"signed by {source}, sent by {remote}")  # fmt: skip
+        if envelope.target.authority != self._local:
+            return Rejected(REASON_NOT_FOR_THIS_NODE, envelope.to_message(decode_payload=False),
+                            f"addressed to {envelope.target.authority[:80]}")  # fmt: skip
+        # Time checks come before the payload is inflated and decoded, so a stale or replayed message
+        # costs a signature check, not a payload decode.
         sent = envelope.timestamp_ms / 1000.0
-        skew = self.max_clock_skew_s
-        if not math.isfinite(now) or abs(now - sent) > skew:
+        if not math.isfinite(now) or not -self.max_future_skew_s <= now - sent <= self.max_clock_skew_s:
             return Rejected(REASON_TIMESTAMP_OUT_OF_WINDOW, envelope.to_message(decode_payload=False),
                             f"sent {sent - now:+.3f}s from now")  # fmt: skip
         ttl = envelope.metadata.ttl
         if now > sent + ttl:
             return Rejected(REASON_EXPIRED, envelope.to_message(decode_payload=False),
                             f"expired {now - sent - ttl:.3f}s ago")  # fmt: skip
-        # Past min(ttl, skew) the message fails one of the two checks above, so its id need not
-        # be remembered longer than that.
-        problem = self.replay_cache.add(envelope.metadata.message_id, sent + min(ttl, skew), now)
-        if problem is not None:
-            return Rejected(problem, envelope.to_message(decode_payload=False))
-        try:
-            message = envelope.to_message(self.max_message_bytes)
-        except EnvelopeError as exc:
-            return Rejected(exc.reason, None, exc.detail)
-
-        trust = envelope.metadata.trust_requirements
-        if trust.minimum_trust_score > 0.0:
-            source_peer = envelope.source.authority_peer_id()
-            score = self.trust_score(source_peer) if source_peer is not None else 0.0
-            if not score >= trust.minimum_trust_score:  # a NaN score fails too
-                return Rejected(
-                    REASON_INSUFFICIENT_TRUST, message, f"trust {score:.2f} < {trust.minimum_trust_score:.2f}"
-                )
-        if trust.required_endorsements > 0:
-            # Endorsements arrive with the trust layer; until then no sender can meet a demand for them.
-            return Rejected(REASON_INSUFFICIENT_ENDORSEMENTS, message)
-        # Every verification level is met: each message carries a verified Ed25519 signature.
-        if envelope.type not in self.supported_types:
-            return Rejected(REASON_UNSUPPORTED_MESSAGE_TYPE, message, envelope.type.value)
-        return Accepted(message)
+        return envelope
 
 
 # -- results and responses -------------------------------------------------------------------------

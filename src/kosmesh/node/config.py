@@ -28,7 +28,11 @@ class ConfigError(ValueError):
 
 @dataclass(slots=True)
 class KLPConfig:
-    max_clock_skew_s: float = 120.0
+    max_clock_skew_s: float = 120.0  # how old a message may be
+    max_future_skew_s: float = 10.0  # how far ahead of our clock a message may be stamped
+    min_trust_for_tasks: float = 0.0  # a task from a peer trusted less is refused, whatever it asks
+    replay_capacity: int = 100_000  # message ids remembered against replays, in all...
+    replay_per_peer: int = 50_000  # ...and for one peer
     max_message_bytes: int = 1024 * 1024
     queue_capacity: int = 10_000
     workers: int = 64
@@ -109,6 +113,12 @@ class NodeConfig:
         k = self.klp
         if min(k.peer_messages_per_s, k.peer_message_burst, k.peer_bytes_per_s, k.peer_byte_burst) <= 0:
             raise ConfigError("klp.peer_* rates and bursts must be positive")
+        if self.klp.max_clock_skew_s < 0 or self.klp.max_future_skew_s < 0:
+            raise ConfigError("klp.max_clock_skew_s and klp.max_future_skew_s must not be negative")
+        if not 0 <= self.klp.min_trust_for_tasks <= 10:
+            raise ConfigError("klp.min_trust_for_tasks must be between 0 and 10")
+        if not 1 <= self.klp.replay_per_peer <= self.klp.replay_capacity:
+            raise ConfigError("klp.replay_per_peer must be between 1 and klp.replay_capacity")
         if not 0 < self.wire.keepalive_interval_s < self.wire.idle_timeout_s:
             raise ConfigError("wire.keepalive_interval_s must be positive and below wire.idle_timeout_s")
         if min(self.wire.dial_timeout_s, self.wire.probe_timeout_s, self.wire.handshake_timeout_s) <= 0:
@@ -184,7 +194,11 @@ host = {q(cfg.api_host)}   # the control API only ever binds to loopback
 port = {cfg.api_port}      # 0 picks a free port; the running node writes it to api.json
 
 [klp]
-max_clock_skew_s = {cfg.klp.max_clock_skew_s}
+max_clock_skew_s = {cfg.klp.max_clock_skew_s}     # refuse messages older than this
+max_future_skew_s = {cfg.klp.max_future_skew_s}     # ...or stamped this far ahead of our clock
+min_trust_for_tasks = {cfg.klp.min_trust_for_tasks}   # 0-10: tasks from peers trusted less are refused
+replay_capacity = {cfg.klp.replay_capacity}    # message ids remembered against replays, in all
+replay_per_peer = {cfg.klp.replay_per_peer}     # ...and at most this many for one peer
 max_message_bytes = {cfg.klp.max_message_bytes}
 queue_capacity = {cfg.klp.queue_capacity}
 workers = {cfg.klp.workers}

@@ -39,6 +39,10 @@ def build_services(node: Node) -> list[Service]:
         local_peer_id=node.peer_id,
         max_message_bytes=cfg.klp.max_message_bytes,
         max_clock_skew_s=cfg.klp.max_clock_skew_s,
+        max_future_skew_s=cfg.klp.max_future_skew_s,
+        replay_capacity=cfg.klp.replay_capacity,
+        replay_per_peer=cfg.klp.replay_per_peer,
+        min_trust_for_tasks=cfg.klp.min_trust_for_tasks,
         trust_score=trust.score,
         supported_types=frozenset(),  # the node sets it once every service is known
     )

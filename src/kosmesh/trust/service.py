@@ -30,7 +30,7 @@ class TrustService(Service):
     def __init__(self, table: TrustedAgents, *, default_score: float, configured: Mapping[str, float]) -> None:
         self.table = table
         self.default_score = default_score
-        self.configured = dict(configured)
+        self.configured = configured  # the live config mapping: an edit applies at once
         self._given: dict[str, float] = {}
 
     async def start(self, runtime: ServiceRuntime) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from kosmesh.codec.frames import FrameError, LengthPrefixedReader
+from kosmesh.codec.protobuf import ProtobufError, decode_fields, encode_fields
+from kosmesh.codec.varint import encode_uvarint
 from kosmesh.identity import KeyError_, PeerId, decode_public_key
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
-from kosmesh.wire.protobuf import ProtobufError, decode_fields, encode_fields
-from kosmesh.wire.varint import VarintError, decode_uvarint, encode_uvarint
 
 PROTOCOL_ID = "/ipfs/id/1.0.0"
 PUSH_PROTOCOL_ID = "/ipfs/id/push/1.0.0"
@@ -86,25 +87,17 @@ def encode_identify(info: IdentifyInfo) -> bytes:
 
 def decode_identify(data: bytes) -> IdentifyInfo:
     """Decode exactly one length-prefixed identify message."""
-    data = bytes(data)
-    got = _read_prefix(data, 0)
-    if got is None:
-        raise IdentifyError("truncated length prefix")
-    length, start = got
-    if start + length != len(data):
-        kind = "truncated" if start + length > len(data) else "trailing bytes after"
-        raise IdentifyError(f"{kind} identify message")
-    return _decode_body(data[start:])
-
-
-def _read_prefix(data: bytes | bytearray, offset: int) -> tuple[int, int] | None:
+    reader = LengthPrefixedReader(MAX_MESSAGE_SIZE)
     try:
-        got = decode_uvarint(data, offset)
-    except VarintError as exc:
-        raise IdentifyError(f"malformed length prefix: {exc}") from None
-    if got is not None and got[0] > MAX_MESSAGE_SIZE:
-        raise IdentifyError(f"identify message of {got[0]} bytes exceeds {MAX_MESSAGE_SIZE}")
-    return got
+        reader.feed(bytes(data))
+        body = reader.next_frame()
+    except FrameError as exc:
+        raise IdentifyError(f"identify message: {exc}") from None
+    if body is None:
+        raise IdentifyError("truncated identify message")
+    if not reader.at_frame_boundary:
+        raise IdentifyError("trailing bytes after identify message")
+    return _decode_body(body)
 
 
 def _decode_body(body: bytes) -> IdentifyInfo:
@@ -175,7 +168,8 @@ class IdentifyReader:
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._max_size = min(max_size, MAX_MESSAGE_SIZE)
-        self._buf = bytearray()
+        # Each message may use what the ones before it left of the total budget.
+        self._reader = LengthPrefixedReader(self._max_size)
         self._bodies = bytearray()
         self._messages = 0
         self._info: IdentifyInfo | None = None
@@ -191,26 +185,19 @@ class IdentifyReader:
             raise
 
     def _receive(self, data: bytes) -> IdentifyInfo | None:
-        buf = self._buf
-        buf += data
-        pos = 0
+        reader = self._reader
         completed = False
-        while pos < len(buf):
-            got = _read_prefix(buf, pos)
-            if got is None:
-                break
-            length, start = got
-            if len(self._bodies) + length > self._max_size:
-                raise IdentifyError(f"identify larger than {self._max_size} bytes")
-            if start + length > len(buf):
-                break
-            self._messages += 1
-            if self._messages > MAX_READER_MESSAGES:
-                raise IdentifyError(f"more than {MAX_READER_MESSAGES} identify messages")
-            self._bodies += buf[start : start + length]
-            pos = start + length
-            completed = True
-        del buf[:pos]
+        try:
+            reader.feed(data)
+            while (body := reader.next_frame()) is not None:
+                self._messages += 1
+                if self._messages > MAX_READER_MESSAGES:
+                    raise IdentifyError(f"more than {MAX_READER_MESSAGES} identify messages")
+                self._bodies += body
+                reader.max_frame = self._max_size - len(self._bodies)
+                completed = True
+        except FrameError as exc:
+            raise IdentifyError(f"identify larger than {self._max_size} bytes or malformed: {exc}") from None
         if not completed:
             return None
         self._info = _decode_body(bytes(self._bodies))
@@ -220,7 +207,7 @@ class IdentifyReader:
         """The merged info once the remote closed its side."""
         if self._failed is not None:
             raise IdentifyError(self._failed)
-        if self._buf:
+        if not self._reader.at_frame_boundary:
             raise IdentifyError("stream ended inside an identify message")
         if self._info is None:
             raise IdentifyError("stream ended without an identify message")

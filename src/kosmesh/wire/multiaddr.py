@@ -12,8 +12,8 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from kosmesh.codec.varint import VarintError, decode_uvarint, encode_uvarint
 from kosmesh.identity.peer_id import PeerId, PeerIdError
-from kosmesh.wire.varint import VarintError, decode_uvarint, encode_uvarint
 
 MAX_BYTES = 1024  # a multiaddr from the network longer than this is hostile, not useful
 MAX_TEXT = 4096

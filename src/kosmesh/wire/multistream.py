@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from kosmesh.wire.varint import VarintError, decode_uvarint, encode_uvarint
+from kosmesh.codec.frames import FrameError, LengthPrefixedReader
+from kosmesh.codec.varint import encode_uvarint
 
 PROTOCOL_ID = "/multistream/1.0.0"
 MAX_MESSAGE = 1024  # bytes, counting the trailing newline
@@ -47,54 +48,25 @@ def _check_protocol(protocol: str) -> None:
         raise MultistreamError("protocol id too long")
 
 
-class _Reader:
-    """Splits buffered bytes into messages; holds at most one partial message."""
-
-    __slots__ = ("buf", "pos")
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.pos = 0
-
-    def feed(self, data: bytes) -> None:
-        if self.pos:
-            del self.buf[: self.pos]
-            self.pos = 0
-        self.buf += data
-
-    def next(self) -> str | None:
-        """The next complete message's text, or None until more bytes arrive."""
-        buf = self.buf
-        try:
-            got = decode_uvarint(buf, self.pos)
-        except VarintError as exc:
-            raise MultistreamError(f"malformed length prefix: {exc}") from None
-        if got is None:
-            return None
-        length, start = got
-        if length > MAX_MESSAGE:
-            raise MultistreamError(f"message of {length} bytes exceeds {MAX_MESSAGE}")
-        if length == 0:
-            raise MultistreamError("empty message")
-        end = start + length
-        if end > len(buf):
-            return None
-        if buf[end - 1] != 0x0A:
-            raise MultistreamError("message does not end in a newline")
-        try:
-            text = buf[start : end - 1].decode()
-        except UnicodeDecodeError:
-            raise MultistreamError("message is not valid UTF-8") from None
-        if "\n" in text:
-            raise MultistreamError("message contains an embedded newline")
-        self.pos = end
-        return text
-
-    def rest(self) -> bytes:
-        out = bytes(self.buf[self.pos :])
-        self.buf = bytearray()
-        self.pos = 0
-        return out
+def _next_message(reader: LengthPrefixedReader) -> str | None:
+    """The next complete message's text, or None until more bytes arrive."""
+    try:
+        frame = reader.next_frame()
+    except FrameError as exc:
+        raise MultistreamError(str(exc)) from None
+    if frame is None:
+        return None
+    if not frame:
+        raise MultistreamError("empty message")
+    if frame[-1] != 0x0A:
+        raise MultistreamError("message does not end in a newline")
+    try:
+        text = frame[:-1].decode()
+    except UnicodeDecodeError:
+        raise MultistreamError("message is not valid UTF-8") from None
+    if "\n" in text:
+        raise MultistreamError("message contains an embedded newline")
+    return text
 
 
 class MultistreamDialer:
@@ -108,7 +80,7 @@ class MultistreamDialer:
             _check_protocol(protocol)
         self._protocols = protos
         self._index = 0
-        self._reader = _Reader()
+        self._reader = LengthPrefixedReader(MAX_MESSAGE)
         self._initiated = False
         self._header_seen = False
         self._failed: str | None = None
@@ -131,10 +103,10 @@ class MultistreamDialer:
         if self.selected is not None:
             raise MultistreamError("negotiation finished; application data belongs to the protocol")
         reader = self._reader
-        reader.feed(data)
+        reader.feed(data)  # cannot fail: a reader error fails the negotiation first
         out = b""
         try:
-            while (msg := reader.next()) is not None:
+            while (msg := _next_message(reader)) is not None:
                 if not self._header_seen:
                     if msg != PROTOCOL_ID:
                         raise MultistreamError(f"expected the {PROTOCOL_ID} header, got {msg[:80]!r}")
@@ -143,7 +115,7 @@ class MultistreamDialer:
                 proposed = self._protocols[self._index]
                 if msg == proposed:
                     self.selected = proposed
-                    self._rest = reader.rest()
+                    self._rest = reader.take_rest()
                     return out
                 if msg != NA:
                     raise MultistreamError(f"unexpected reply {msg[:80]!r} to proposal {proposed!r}")
@@ -181,7 +153,7 @@ class MultistreamListener:
         self._max_attempts = max_attempts
         self._attempts = 0
         self._ls_reply = _ls_reply(ls_protocols) if ls_protocols is not None else NA_MESSAGE
-        self._reader = _Reader()
+        self._reader = LengthPrefixedReader(MAX_MESSAGE)
         self._header_sent = False
         self._header_seen = False
         self._failed: str | None = None
@@ -205,10 +177,10 @@ class MultistreamListener:
         if self.selected is not None:
             raise MultistreamError("negotiation finished; application data belongs to the protocol")
         reader = self._reader
-        reader.feed(data)
+        reader.feed(data)  # cannot fail: a reader error fails the negotiation first
         out = self.initiate()
         try:
-            while (msg := reader.next()) is not None:
+            while (msg := _next_message(reader)) is not None:
                 if not self._header_seen:
                     if msg != PROTOCOL_ID:
                         raise MultistreamError(f"expected the {PROTOCOL_ID} header, got {msg[:80]!r}")
@@ -221,7 +193,7 @@ class MultistreamListener:
                     out += self._ls_reply
                 elif msg and msg not in (NA, PROTOCOL_ID) and self._supports(msg):
                     self.selected = msg
-                    self._rest = reader.rest()
+                    self._rest = reader.take_rest()
                     return out + encode_message(msg)
                 else:
                     out += NA_MESSAGE

@@ -25,8 +25,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from kosmesh.codec.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields
 from kosmesh.identity import Ed25519PrivateKey, Ed25519PublicKey, KeyError_, PeerId, decode_public_key
-from kosmesh.wire.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields
 
 __all__ = [
     "MAX_FRAME",

@@ -7,7 +7,7 @@ Unknown fields are skipped, as protobuf requires; malformed input raises Protobu
 
 from collections.abc import Iterable
 
-from kosmesh.wire.varint import VarintError, decode_uvarint, encode_uvarint
+from kosmesh.codec.varint import VarintError, decode_uvarint, encode_uvarint
 
 WIRE_VARINT = 0
 WIRE_I64 = 1

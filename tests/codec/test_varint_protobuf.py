@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kosmesh.wire.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields, first_bytes, first_int
-from kosmesh.wire.varint import VarintError, decode_uvarint, encode_uvarint
+from kosmesh.codec.protobuf import ProtobufError, all_bytes, decode_fields, encode_fields, first_bytes, first_int
+from kosmesh.codec.varint import VarintError, decode_uvarint, encode_uvarint
 
 U63 = st.integers(min_value=0, max_value=2**63 - 1)
 
