@@ -1,8 +1,10 @@
 """The asyncio adapter for one libp2p connection: TCP bytes in, streams out.
 
-All protocol decisions are made by the sans-I/O cores (multistream, Noise, yamux); this
-module only moves bytes between the socket and those cores, wakes waiting readers and
-arms the timers the cores cannot (handshake deadline, silent-peer detection).
+Every rule (upgrade, deadlines, keepalive, stream negotiation, buffer bounds) lives in the
+sans-I/O :class:`~kosmesh.wire.connection_core.ConnectionCore`; this module moves bytes
+between the socket and the core, turns the core's events into :class:`Stream` objects,
+futures and woken readers and writers, and keeps one asyncio timer armed at the core's next
+deadline (re-armed only when the core's deadline moves earlier; an early fire re-arms).
 
 Upgrade order, as in the libp2p connections spec:
 ``multistream(/noise) -> Noise XX -> multistream(/yamux/1.0.0) -> yamux``.
@@ -11,22 +13,52 @@ Upgrade order, as in the libp2p connections spec:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
-from kosmesh.wire import multistream, noise, yamux
+from kosmesh.wire import yamux
+from kosmesh.wire.buffers import BufferBudget
+from kosmesh.wire.connection_core import CLOSED, ConnectionCore
+from kosmesh.wire.connection_events import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionLimits,
+    ConnectionOpened,
+    CoreEvent,
+    NegotiationFailed,
+    PingAnswered,
+    ProtocolNegotiationError,
+    StreamAborted,
+    StreamNegotiated,
+    StreamResetError,
+    WriteBufferFullError,
+)
+
+__all__ = [
+    "Connection",
+    "ConnectionClosedError",
+    "ConnectionLimits",
+    "DataCallback",
+    "Direction",
+    "EndCallback",
+    "ProtocolNegotiationError",
+    "Stream",
+    "StreamHandler",
+    "StreamResetError",
+    "WriteBufferFullError",
+]
 
 log = logging.getLogger(__name__)
 
 _DataReceived = yamux.DataReceived
+_StreamWritable = yamux.StreamWritable
 _monotonic = time.monotonic
+_INF = float("inf")
 
 Direction = Literal["inbound", "outbound"]
 StreamHandler = Callable[["Stream"], Awaitable[None]]
@@ -34,45 +66,20 @@ DataCallback = Callable[[bytes], None]
 EndCallback = Callable[[], None]
 
 
-class ConnectionClosedError(ConnectionError):
-    """The connection is gone (closed locally, by the remote, or by a protocol error)."""
-
-
-class StreamResetError(ConnectionError):
-    """The stream was reset by either side."""
-
-
-class ProtocolNegotiationError(ConnectionError):
-    """The remote supports none of the protocols we proposed for a stream."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """Bounds every connection enforces, whatever the remote does."""
-
-    handshake_timeout: float = 10.0
-    stream_negotiation_timeout: float = 10.0
-    idle_timeout: float = 60.0  # a remote silent this long (no bytes, not even pong) is dropped
-    keepalive_interval: float = 15.0
-    max_streams: int = 1024
-    max_negotiating_streams: int = 256
-    stream_receive_window: int = 1024 * 1024
-    max_write_buffer: int = 4 * 1024 * 1024
-
-
 class Stream:
     """One yamux stream with an agreed protocol: an async byte pipe with half-close.
 
     Data is consumed either by awaiting :meth:`read` (and friends) or, protocol-style, by
     :meth:`set_receiver` callbacks that run inside the connection's ``data_received`` with no
-    task wake-up per chunk. Writing is the same in both modes.
+    task wake-up per chunk. Writing is the same in both modes: :meth:`write` queues (and
+    raises :class:`WriteBufferFullError` once the queue is at its cap), :meth:`drain` waits.
     """
 
     __slots__ = (
         "_buffer",
         "_conn",
+        "_core",
         "_eof",
-        "_negotiator",
         "_on_data",
         "_on_end",
         "_reset",
@@ -85,6 +92,7 @@ class Stream:
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
         self._conn = conn
+        self._core = conn._core
         self.stream_id = stream_id
         self.protocol: str | None = None
         self._buffer: deque[bytes] = deque()
@@ -93,7 +101,6 @@ class Stream:
         self._write_closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._writable_waiter: asyncio.Future[None] | None = None
-        self._negotiator: multistream.MultistreamDialer | multistream.MultistreamListener | None = None
         self._on_data: DataCallback | None = None
         self._on_end: EndCallback | None = None
 
@@ -160,6 +167,7 @@ class Stream:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
             if self._eof:
+                self._conn._maybe_forget(self)
                 return b""
             if self._conn.closed:
                 raise ConnectionClosedError("connection closed")
@@ -176,6 +184,7 @@ class Stream:
         need = n
         buffer = self._buffer
         conn = self._conn
+        core = self._core
         while need:
             # What read(need) does, inlined for the common cases (no coroutine per chunk); the
             # receiver, reset, EOF and closed cases still go through read() for its exact behaviour.
@@ -189,7 +198,7 @@ class Stream:
                     parts.append(chunk)
                     need -= len(chunk)
                     continue
-                if not self._reset and not self._eof and conn._phase != "closed":
+                if not self._reset and not self._eof and core.phase is not CLOSED:
                     await self._wait_readable()
                     continue
             chunk = await self.read(need)
@@ -227,32 +236,44 @@ class Stream:
 
     # -- writing -------------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; it is framed as the peer's window allows. Await :meth:`drain`."""
+        """Queue ``data``; it is framed as the peer's window allows. Await :meth:`drain`.
+
+        Raises :class:`WriteBufferFullError`, and resets the stream, when this stream or the
+        connection already queues as much as its limits allow (a peer that does not read).
+        """
         if self._reset:
             raise StreamResetError(f"stream {self.stream_id} was reset")
         if self._write_closed:
             raise ConnectionError("stream is closed for writing")
         conn = self._conn
-        if conn._phase != "open":
-            raise ConnectionClosedError("connection closed")
-        # Straight to the session and flushed inline: this is the per-message hot path. send_data copies
-        # anything that is not bytes. Flushed at once, not corked per loop iteration: measured,
-        # corking makes two busy peers take turns on whole batches instead of overlapping, halving
-        # pipelined KLP throughput.
-        session = conn._session
-        session.send_data(self.stream_id, data)
-        out = session.data_to_send()
+        core = self._core
+        # Straight to the core and flushed inline: this is the per-message hot path. Flushed at
+        # once, not corked per loop iteration: measured, corking makes two busy peers take turns
+        # on whole batches instead of overlapping, halving pipelined KLP throughput.
+        try:
+            core.send_data(self.stream_id, data)
+        except WriteBufferFullError:
+            self._aborted()
+            conn._flush()
+            raise
+        out = core.data_to_send()
         if out:
-            conn._write_secured(out)
+            transport = conn._transport
+            if transport is not None:
+                transport.write(out)
+        if core.next_timer < conn._timer_at:
+            conn._arm_timer()
 
     async def drain(self) -> None:
-        """Wait until the queued data has been framed (the peer's window allowed it)."""
+        """Wait until the queued data has been framed (the peer's window allowed it) and the
+        socket's buffer is below its low-water mark."""
         conn = self._conn
-        while conn._session.pending_send(self.stream_id) > 0 or conn._write_paused:
+        session = conn._session
+        while session.pending_send(self.stream_id) > 0 or conn._write_paused:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
             if conn.closed:
-                raise ConnectionClosedError("connection closed")
+                raise ConnectionClosedError(conn.close_reason or "connection closed")
             waiter = conn._loop.create_future()
             self._writable_waiter = waiter
             await waiter
@@ -272,16 +293,23 @@ class Stream:
         """Half-close: we send no more; the remote may still send until it closes."""
         if not self._write_closed and not self._reset and not self._conn.closed:
             self._write_closed = True
-            self._conn._close_stream(self.stream_id)
+            self._conn._close_stream(self)
 
     def reset(self) -> None:
+        """Abort the stream both ways; unread data is dropped."""
         if not self._reset:
-            self._reset = True
             self._conn._reset_stream(self.stream_id)
-            self._wake()
-            self._wake_writer()
-            if self._on_data is not None:
-                self._ended()
+            self._aborted()
+
+    def _aborted(self) -> None:
+        """The stream is reset (by us, the remote or the core): wake everyone, keep nothing."""
+        self._reset = True
+        self._buffer.clear()
+        self._conn._streams.pop(self.stream_id, None)
+        self._wake()
+        self._wake_writer()
+        if self._on_data is not None:
+            self._ended()
 
     @property
     def is_reset(self) -> bool:
@@ -300,49 +328,44 @@ class Connection(asyncio.Protocol):
         expected_peer_id: PeerId | None = None,
         stream_handler: Callable[[str], StreamHandler | None],
         on_closed: Callable[[Connection], None] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._identity = identity
         self.direction: Direction = direction
         self.limits = limits
         self.connection_id = os.urandom(8).hex()
-        self._expected = expected_peer_id
         self._lookup_handler = stream_handler
         self._on_closed = on_closed
+        self._budget = budget
+        self._core = ConnectionCore(
+            identity=identity,
+            initiator=direction == "outbound",
+            limits=limits,
+            supports=self._supports,
+            now=_monotonic(),
+            expected_peer_id=expected_peer_id,
+            budget=budget,
+            wake=self._request_inbound_check,
+        )
+        self._inbound_check_scheduled = False
+        self._session = self._core.session  # read-only queries on the drain path
         self._transport: asyncio.Transport | None = None
-        self._phase: Literal["ms-security", "noise", "ms-muxer", "open", "closed"] = "ms-security"
-        initiator = direction == "outbound"
-        self._ms: multistream.MultistreamDialer | multistream.MultistreamListener
-        if initiator:
-            self._ms = multistream.MultistreamDialer([noise.PROTOCOL_ID])
-        else:
-            self._ms = multistream.MultistreamListener(lambda p: p == noise.PROTOCOL_ID)
-        self._handshake = noise.NoiseHandshake(
-            initiator=initiator, identity=identity, remote_peer_id=expected_peer_id
-        )
-        self._noise: noise.NoiseTransport | None = None
-        self._session = yamux.YamuxSession(
-            is_client=initiator,
-            max_streams=limits.max_streams,
-            receive_window=limits.stream_receive_window,
-        )
         self._streams: dict[int, Stream] = {}
-        self._negotiating = 0
         self._pending_accept: dict[int, asyncio.Future[None]] = {}
-        self._negotiation_timers: dict[int, asyncio.TimerHandle] = {}
+        self._ping_waiters: dict[int, asyncio.Future[float]] = {}
         self._write_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = _INF  # the core deadline the armed timer is for
+        self._opened = False
+        self._torn_down = False
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.closed_event = asyncio.Event()
         self.remote_peer_id: PeerId = PeerId.from_public_key(identity.public_key)  # replaced after handshake
         self.remote_address: tuple[str, int] | None = None
         self.local_address: tuple[str, int] | None = None
         self.established_at = 0.0
-        self.last_received = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
-        self._ping_waiters: dict[int, asyncio.Future[float]] = {}
-        self._ping_sent: dict[int, float] = {}
-        self._ping_counter = 0
-        self.close_reason: str | None = None
+        if budget is not None:
+            budget.join(self)
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -352,28 +375,27 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.remote_address = (peer[0], peer[1]) if peer else None
         self.local_address = (sock[0], sock[1]) if sock else None
-        self._timer = self._loop.call_later(self.limits.handshake_timeout, self._on_handshake_timeout)
-        self._write_raw(self._ms.initiate())
+        if self._core.phase is CLOSED:  # refused before the socket arrived
+            self._transport.close()
+            return
+        self._flush()
+        self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        self.last_received = _monotonic()
+        core = self._core
         try:
-            transport = self._noise
-            if transport is None:
-                self._advance_insecure(data)
-            elif self._phase == "open":
-                plain = transport.receive_data(data)
-                session = self._session
-                if plain:
-                    self._handle_yamux(session.receive_data(plain))
-                if self._phase == "open":  # _flush, inlined: most reads leave nothing to send
-                    out = session.data_to_send()
-                    if out:
-                        self._write_secured(out)
-            elif self._phase == "ms-muxer":
-                self._advance_secured(transport.receive_data(data))
-        except (noise.NoiseError, multistream.MultistreamError) as exc:
-            self._fail(f"protocol error: {exc}")
+            events = core.receive_data(data, _monotonic())
+            if events:
+                self._handle_events(events)
+            if core.inbound_check_due:
+                self._handle_events(core.check_inbound(_monotonic()))
+            out = core.data_to_send()
+            if out:
+                transport = self._transport
+                if transport is not None:
+                    transport.write(out)
+            if core.next_timer < self._timer_at:
+                self._arm_timer()
         except Exception as exc:  # one bad connection must never take the node down
             log.exception("unexpected error on connection %s", self.connection_id)
             self._fail(f"internal error: {exc.__class__.__name__}")
@@ -388,115 +410,49 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._core.pause_writing()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        events = self._core.resume_writing()
+        if events:
+            self._handle_events(events)
+        self._flush()
         for stream in list(self._streams.values()):
             stream._wake_writer()
 
-    # -- handshake -------------------------------------------------------------------
-    def _advance_insecure(self, data: bytes) -> None:
-        """multistream(/noise) then the Noise handshake, both in the clear."""
-        if self._phase == "ms-security":
-            out = self._ms.receive_data(data)
-            self._write_raw(out)
-            if self._ms.selected is None:
-                return
-            data = self._ms.unconsumed()
-            self._phase = "noise"
-            self._write_raw(self._handshake.initiate())
-            if not data:
-                return
-        if self._phase != "noise":
-            return
-        self._write_raw(self._handshake.receive_data(data))
-        if not self._handshake.complete:
-            return
-        transport = self._handshake.take_transport()
-        assert self._handshake.remote_peer_id is not None
-        self.remote_peer_id = self._handshake.remote_peer_id
-        self._noise = transport
-        self._phase = "ms-muxer"
-        if self.direction == "outbound":
-            self._ms = multistream.MultistreamDialer([yamux.PROTOCOL_ID])
-        else:
-            self._ms = multistream.MultistreamListener(lambda p: p == yamux.PROTOCOL_ID)
-        self._write_secured(self._ms.initiate())
-        leftover = self._handshake.unconsumed()
-        if leftover:
-            self._advance_secured(transport.receive_data(leftover))
-
-    def _advance_secured(self, plain: bytes) -> None:
-        """multistream(/yamux/1.0.0) inside Noise; then the connection is open."""
-        if not plain:
-            return
-        self._write_secured(self._ms.receive_data(plain))
-        if self._ms.selected is None:
-            return
-        rest = self._ms.unconsumed()
-        self._phase = "open"
-        self._on_open()
-        if rest:
-            self._handle_yamux(self._session.receive_data(rest))
-        self._flush()
-
-    def _on_open(self) -> None:
-        self.established_at = time.time()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(self.limits.keepalive_interval, self._on_keepalive)
-        if not self.ready.done():
-            self.ready.set_result(None)
-
-    def _on_handshake_timeout(self) -> None:
-        if self._phase != "open":
-            self._fail("handshake timed out")
-
-    def _on_keepalive(self) -> None:
-        if self._phase != "open":
-            return
-        silent = time.monotonic() - self.last_received
-        if silent > self.limits.idle_timeout:
-            self._fail(f"remote silent for {silent:.0f}s")
-            return
-        self._ping_counter = (self._ping_counter + 1) & 0xFFFFFFFF
-        self._session.ping(self._ping_counter)
-        self._flush()
-        self._timer = self._loop.call_later(self.limits.keepalive_interval, self._on_keepalive)
-
-    # -- yamux events ----------------------------------------------------------------
-    def _handle_yamux(self, events: list[yamux.Event]) -> None:
+    # -- the core's events -------------------------------------------------------------
+    def _handle_events(self, events: list[CoreEvent]) -> None:
         streams = self._streams
+        core = self._core
         for event in events:
             kind = type(event)
             if kind is _DataReceived:
                 sid = event.stream_id  # type: ignore[union-attr]
+                data = event.data  # type: ignore[union-attr]
                 stream = streams.get(sid)
                 if stream is None:
+                    core.stop_reading(sid)  # nobody here will read it
                     continue
                 on_data = stream._on_data
                 if on_data is not None:
-                    data = event.data  # type: ignore[union-attr]
-                    # flushed by data_received once every event is handled
-                    self._session.consume(sid, len(data))
+                    core.consume(sid, len(data))  # flushed by data_received once every event is handled
                     try:  # _deliver, inlined
                         on_data(data)
                     except Exception:
                         log.exception("receiver for %s failed on stream %d", stream.protocol, sid)
                         stream.reset()
-                    if self._phase == "closed":
+                    if core.phase is CLOSED:
                         return
-                elif stream.protocol is None:
-                    self._negotiate_data(stream, event.data)  # type: ignore[union-attr]
                 else:
-                    stream._buffer.append(event.data)  # type: ignore[union-attr]
+                    stream._buffer.append(data)
                     stream._wake()
-            elif kind is yamux.StreamOpened:
-                self._on_inbound_stream(event.stream_id)  # type: ignore[union-attr]
-            elif kind is yamux.StreamWritable:
+            elif kind is _StreamWritable:
                 stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is not None:
                     stream._wake_writer()
+            elif kind is StreamNegotiated:
+                self._on_negotiated(event)  # type: ignore[arg-type]
             elif kind is yamux.StreamEnded:
                 stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is not None:
@@ -504,30 +460,67 @@ class Connection(asyncio.Protocol):
                     stream._wake()
                     if stream._on_data is not None:
                         stream._ended()
-                    if stream.protocol is None:
-                        self._abort_negotiation(stream, "remote closed the stream during negotiation")
-            elif kind is yamux.StreamReset:
-                stream = streams.pop(event.stream_id, None)  # type: ignore[union-attr]
+            elif kind is yamux.StreamReset or kind is StreamAborted:
+                stream = streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is not None:
-                    stream._reset = True
-                    stream._wake()
-                    stream._wake_writer()
-                    if stream._on_data is not None:
-                        stream._ended()
-                    if stream.protocol is None:
-                        self._abort_negotiation(stream, "stream reset during negotiation")
-            elif kind is yamux.PingAcknowledged:
-                opaque = event.opaque  # type: ignore[union-attr]
-                waiter = self._ping_waiters.pop(opaque, None)
-                sent = self._ping_sent.pop(opaque, None)
-                if waiter is not None and sent is not None and not waiter.done():
-                    waiter.set_result(time.monotonic() - sent)
-            elif kind is yamux.GoAwayReceived:
-                self.close_reason = f"remote sent go-away {event.code}"  # type: ignore[union-attr]
-            elif kind is yamux.ConnectionTerminated:
-                self._flush()
-                self._fail(f"yamux: {event.reason}")  # type: ignore[union-attr]
+                    if kind is StreamAborted:
+                        log.info("stream %d (%s) to %s reset: %s", stream.stream_id, stream.protocol,
+                                 self.remote_peer_id, event.reason)  # type: ignore[union-attr]
+                    stream._aborted()
+            elif kind is NegotiationFailed:
+                sid = event.stream_id  # type: ignore[union-attr]
+                stream = streams.get(sid)
+                if stream is not None:
+                    stream._aborted()
+                waiter = self._pending_accept.pop(sid, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(ProtocolNegotiationError(event.reason))  # type: ignore[union-attr]
+            elif kind is PingAnswered:
+                ping_waiter = self._ping_waiters.pop(event.opaque, None)  # type: ignore[union-attr]
+                if ping_waiter is not None and not ping_waiter.done():
+                    ping_waiter.set_result(event.rtt)  # type: ignore[union-attr]
+            elif kind is ConnectionOpened:
+                self.remote_peer_id = event.remote_peer_id  # type: ignore[union-attr]
+                self.established_at = time.time()
+                self._opened = True
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            elif kind is ConnectionClosed:
+                self._teardown()
                 return
+
+    def _on_negotiated(self, event: StreamNegotiated) -> None:
+        sid = event.stream_id
+        if event.inbound:
+            stream = Stream(self, sid)
+            stream.protocol = event.protocol
+            self._streams[sid] = stream
+            handler = self._lookup_handler(event.protocol)
+            if handler is None:  # handler removed meanwhile
+                stream.reset()
+                return
+            self._loop.create_task(self._run_handler(handler, stream))
+            return
+        found = self._streams.get(sid)
+        if found is None:  # the opener gave up meanwhile
+            self._core.reset_stream(sid)
+            return
+        found.protocol = event.protocol
+        waiter = self._pending_accept.pop(sid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _request_inbound_check(self) -> None:
+        """Another connection needs room in the node budget: check ours soon (not from inside its call)."""
+        if not self._inbound_check_scheduled:
+            self._inbound_check_scheduled = True
+            self._loop.call_soon(self._run_inbound_check)
+
+    def _run_inbound_check(self) -> None:
+        self._inbound_check_scheduled = False
+        if not self.closed:
+            self._handle_events(self._core.check_inbound(_monotonic()))
+            self._flush()
 
     def _deliver(self, stream: Stream, on_data: DataCallback, data: bytes) -> None:
         try:
@@ -536,82 +529,8 @@ class Connection(asyncio.Protocol):
             log.exception("receiver for %s failed on stream %d", stream.protocol, stream.stream_id)
             stream.reset()
 
-    def _on_inbound_stream(self, stream_id: int) -> None:
-        if self._negotiating >= self.limits.max_negotiating_streams:
-            self._session.reset_stream(stream_id)
-            return
-        stream = Stream(self, stream_id)
-        listener = multistream.MultistreamListener(self._supports)
-        stream._negotiator = listener
-        self._streams[stream_id] = stream
-        self._negotiating += 1
-        self._session.send_data(stream_id, listener.initiate())
-        stream._negotiator = listener
-        self._arm_negotiation_timeout(stream)
-
     def _supports(self, protocol: str) -> bool:
         return self._lookup_handler(protocol) is not None
-
-    def _arm_negotiation_timeout(self, stream: Stream, reason: str = "protocol negotiation timed out") -> None:
-        def expire() -> None:
-            self._negotiation_timers.pop(stream.stream_id, None)
-            if stream.protocol is None and not stream._reset:
-                self._abort_negotiation(stream, reason)
-
-        # cancelled once the protocol is agreed, so thousands of streams/s leave no timers behind
-        self._negotiation_timers[stream.stream_id] = self._loop.call_later(
-            self.limits.stream_negotiation_timeout, expire
-        )
-
-    def _disarm_negotiation_timeout(self, stream_id: int) -> None:
-        timer = self._negotiation_timers.pop(stream_id, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _negotiate_data(self, stream: Stream, data: bytes) -> None:
-        negotiator = stream._negotiator
-        assert negotiator is not None
-        self._consumed(stream.stream_id, len(data))
-        try:
-            out = negotiator.receive_data(data)
-        except multistream.MultistreamError as exc:
-            self._abort_negotiation(stream, str(exc))
-            return
-        if out:
-            self._session.send_data(stream.stream_id, out)
-        if negotiator.selected is None:
-            return
-        stream.protocol = negotiator.selected
-        stream._negotiator = None
-        self._negotiating -= 1
-        self._disarm_negotiation_timeout(stream.stream_id)
-        rest = negotiator.unconsumed()
-        if rest:
-            stream._buffer.append(rest)
-        if isinstance(negotiator, multistream.MultistreamListener):
-            handler = self._lookup_handler(stream.protocol)
-            if handler is None:  # handler removed meanwhile
-                stream.reset()
-                return
-            self._loop.create_task(self._run_handler(handler, stream))
-        else:
-            waiter = self._pending_accept.pop(stream.stream_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        stream._wake()
-
-    def _abort_negotiation(self, stream: Stream, reason: str) -> None:
-        if stream._negotiator is None:
-            return
-        stream._negotiator = None
-        self._negotiating -= 1
-        self._disarm_negotiation_timeout(stream.stream_id)
-        waiter = self._pending_accept.pop(stream.stream_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ProtocolNegotiationError(reason))
-        if not stream._reset:
-            stream.reset()
-        self._flush()
 
     async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
         try:
@@ -624,69 +543,92 @@ class Connection(asyncio.Protocol):
         else:
             await stream.close()
         finally:
-            self._maybe_forget(stream)
+            self._handler_done(stream)
+
+    def _handler_done(self, stream: Stream) -> None:
+        """The handler returned: unless it left a receiver in charge, nobody reads the stream again."""
+        if stream._reset or stream._on_data is not None:
+            return
+        stream._buffer.clear()
+        stream._eof = True
+        self._streams.pop(stream.stream_id, None)
+        if not self.closed:
+            self._core.stop_reading(stream.stream_id)
+            self._flush()
 
     def _maybe_forget(self, stream: Stream) -> None:
-        if stream._reset or (stream._eof and stream._write_closed):
+        if stream._reset or (stream._eof and stream._write_closed and not stream._buffer):
             self._streams.pop(stream.stream_id, None)
 
     # -- public API -------------------------------------------------------------------
     @property
     def closed(self) -> bool:
-        return self._phase == "closed"
+        return self._core.phase is CLOSED
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._core.close_reason
 
     @property
     def num_streams(self) -> int:
         return len(self._streams)
 
+    @property
+    def buffered_in(self) -> int:
+        """Bytes received and not yet read by the application, all streams."""
+        return self._core.buffered_in
+
+    @property
+    def buffered_out(self) -> int:
+        """Bytes written by the application and not yet handed to the kernel."""
+        transport = self._transport
+        socket = transport.get_write_buffer_size() if transport is not None else 0
+        return self._core.buffered_out + socket
+
+    @property
+    def streams_refused(self) -> int:
+        """Inbound streams reset at once because the remote opened them too fast."""
+        return self._core.streams_refused
+
     async def open_stream(self, protocols: Sequence[str] | str) -> Stream:
         """Open a stream and agree on the first of ``protocols`` the remote supports."""
         if isinstance(protocols, str):
             protocols = [protocols]
-        if self._phase != "open":
-            raise ConnectionClosedError("connection is not open")
-        try:
-            stream_id = self._session.open_stream()
-        except yamux.YamuxError as exc:
-            raise ConnectionClosedError(str(exc)) from None
+        stream_id = self._core.open_stream(protocols, _monotonic())
         stream = Stream(self, stream_id)
-        dialer = multistream.MultistreamDialer(list(protocols))
-        stream._negotiator = dialer
         self._streams[stream_id] = stream
-        self._negotiating += 1
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._pending_accept[stream_id] = waiter
-        self._session.send_data(stream_id, dialer.initiate())
         self._flush()
-        # A plain timer rather than asyncio.timeout (cheaper per stream): on expiry it aborts the
-        # negotiation, which fails the waiter with this reason; agreement or reset disarms it.
-        self._arm_negotiation_timeout(stream, f"no answer negotiating {protocols[0]}")
+        if self._core.next_timer < self._timer_at:
+            self._arm_timer()
         try:
             await waiter
         except asyncio.CancelledError:
-            self._abort_negotiation(stream, "cancelled")  # nobody will use it: leave nothing open
+            self._pending_accept.pop(stream_id, None)
+            if stream.protocol is None:
+                self._streams.pop(stream_id, None)
+                self._core.reset_stream(stream_id)  # nobody will use it: leave nothing open
+                self._flush()
             raise
         return stream
 
     async def ping(self, timeout: float = 10.0) -> float:
         """Round-trip time (seconds) of a yamux ping on this connection."""
-        if self._phase != "open":
-            raise ConnectionClosedError("connection is not open")
-        self._ping_counter = (self._ping_counter + 1) & 0xFFFFFFFF
-        opaque = self._ping_counter
+        opaque = self._core.ping(_monotonic())
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._ping_waiters[opaque] = waiter
-        self._ping_sent[opaque] = time.monotonic()
-        self._session.ping(opaque)
         self._flush()
-        async with asyncio.timeout(timeout):
-            return await waiter
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        finally:
+            self._ping_waiters.pop(opaque, None)
+            self._core.forget_ping(opaque)
 
     async def close(self, reason: str = "closed locally") -> None:
-        if self._phase == "open":
-            self._session.go_away(0)
-            self._flush()
-        self._fail(reason)
+        self._core.close(reason)
+        self._teardown()
         await self.closed_event.wait()
 
     def abort(self, reason: str) -> None:
@@ -694,57 +636,79 @@ class Connection(asyncio.Protocol):
 
     # -- internals --------------------------------------------------------------------
     def _consumed(self, stream_id: int, n: int) -> None:
-        if self._phase == "open":
-            session = self._session
-            session.consume(stream_id, n)
-            # a window update is due only every half window: flushing here costs nothing otherwise
-            out = session.data_to_send()
-            if out:
-                self._write_secured(out)
+        core = self._core
+        core.consume(stream_id, n)
+        # a window update is due only every half window: flushing here costs nothing otherwise
+        out = core.data_to_send()
+        if out:
+            transport = self._transport
+            if transport is not None:
+                transport.write(out)
 
-    def _close_stream(self, stream_id: int) -> None:
-        self._session.close_stream(stream_id)
+    def _close_stream(self, stream: Stream) -> None:
+        self._core.close_stream(stream.stream_id)
         self._flush()
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            self._maybe_forget(stream)
+        self._maybe_forget(stream)
 
     def _reset_stream(self, stream_id: int) -> None:
-        if self._phase == "open":
-            self._session.reset_stream(stream_id)
-            self._flush()
-        self._streams.pop(stream_id, None)
+        self._core.reset_stream(stream_id)
+        self._flush()
 
     def _flush(self) -> None:
-        if self._phase != "open" and self._phase != "ms-muxer":
-            return
-        out = self._session.data_to_send()
+        out = self._core.data_to_send()
         if out:
-            self._write_secured(out)
+            transport = self._transport
+            if transport is not None:
+                transport.write(out)
 
-    def _write_raw(self, data: bytes) -> None:
-        if self._transport is not None and data:
-            self._transport.write(data)
+    def _arm_timer(self) -> None:
+        """Arm the asyncio timer at the core's next deadline, if that is earlier than the armed one."""
+        when = self._core.next_timer
+        if when >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_later(max(0.0, when - _monotonic()), self._on_timer)
 
-    def _write_secured(self, data: bytes) -> None:
-        transport = self._transport
-        secure = self._noise
-        if secure is not None and transport is not None and data:
-            transport.write(secure.encrypt(data))
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = _INF
+        core = self._core
+        try:
+            events = core.handle_timer(_monotonic())
+            if events:
+                self._handle_events(events)
+            self._flush()
+        except Exception as exc:
+            log.exception("unexpected error in the timers of connection %s", self.connection_id)
+            self._fail(f"internal error: {exc.__class__.__name__}")
+            return
+        if core.phase is not CLOSED:
+            self._arm_timer()
 
     def _fail(self, reason: str) -> None:
-        if self._phase == "closed":
+        self._core.abort(reason)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        """The core is closed: send its last bytes, hang up, fail everything that waits."""
+        if self._torn_down:
             return
-        was_open = self._phase == "open"
-        self._phase = "closed"
-        if self.close_reason is None:
-            self.close_reason = reason
+        self._torn_down = True
+        out = self._core.data_to_send()
+        transport = self._transport
+        if transport is not None:
+            if out:
+                transport.write(out)
+            transport.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._transport is not None:
-            self._transport.close()
-        error = ConnectionClosedError(self.close_reason)
+        self._timer_at = -_INF  # never re-armed
+        if self._budget is not None:
+            self._budget.leave(self)
+        error = ConnectionClosedError(self.close_reason or "connection closed")
         if not self.ready.done():
             self.ready.set_exception(error)
             self.ready.exception()  # mark retrieved: a failed dial is reported by the dialer
@@ -752,9 +716,6 @@ class Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(error)
         self._pending_accept.clear()
-        for timer in self._negotiation_timers.values():
-            timer.cancel()
-        self._negotiation_timers.clear()
         for ping_waiter in self._ping_waiters.values():
             if not ping_waiter.done():
                 ping_waiter.set_exception(error)
@@ -765,6 +726,9 @@ class Connection(asyncio.Protocol):
             if stream._on_data is not None:
                 stream._ended()
         self.closed_event.set()
-        if self._on_closed is not None and was_open:
-            with contextlib.suppress(Exception):
+        if self._on_closed is not None and self._opened:
+            try:
                 self._on_closed(self)
+            except Exception:
+                log.exception("on_closed callback failed for connection %s", self.connection_id)
+

@@ -19,6 +19,7 @@ from typing import Any
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
 from kosmesh.wire import identify
+from kosmesh.wire.buffers import BufferBudget
 from kosmesh.wire.connection import (
     Connection,
     ConnectionClosedError,
@@ -79,6 +80,7 @@ class Host:
         self.peer_id = PeerId.from_public_key(identity.public_key)
         self.agent_version = agent_version
         self.limits = limits or HostLimits()
+        self.buffers = BufferBudget()  # node-wide totals of buffered bytes, shared by every connection
         self._handlers: dict[str, StreamHandler] = {}
         self._servers: list[asyncio.Server] = []
         self.listen_addrs: list[Multiaddr] = []
@@ -185,6 +187,7 @@ class Host:
             expected_peer_id=expected,
             stream_handler=self._lookup,
             on_closed=self._forget,
+            budget=self.buffers,
         )
         self._connections[conn.connection_id] = conn
         conn.ready.add_done_callback(lambda fut: self._on_ready(conn, fut))
