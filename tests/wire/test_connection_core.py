@@ -342,9 +342,11 @@ def test_stalled_stream_is_reset_and_stuck_connection_dropped() -> None:
         t += 2.0
         server.core.consume(other, MiB // 2)  # a trickle: half a window every check
         exchange(client, server, t)
+        queued = client.core.buffered_out
         events = client.timer(t)
     assert 18.0 <= t <= 20.0
-    assert events == [ConnectionClosed(f"peer does not read: {client.core.buffered_out} bytes queued for 8s")]
+    assert events == [ConnectionClosed(f"peer does not read: {queued} bytes queued for 8s")]
+    assert client.core.buffered_out == 0  # closing dropped the queue
 
 
 # -- inbound bounds ------------------------------------------------------------------------------

@@ -539,6 +539,7 @@ class ConnectionCore:
             if final:
                 self._out.append(self._encrypt(final))
         self.phase = CLOSED
+        self._session.terminate()  # queued data is dropped now, not when the adapter is collected
         if self.close_reason is None:
             self.close_reason = reason
         self._special.clear()

@@ -530,6 +530,12 @@ class YamuxSession:
         if code != GO_AWAY_NORMAL:
             self._terminate()
 
+    def terminate(self) -> None:
+        """The connection below is gone: drop every stream's state (queues included), send nothing."""
+        if not self._terminated:
+            self._out = []
+            self._terminate()
+
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
