@@ -1433,3 +1433,4 @@ def keystore(data: bytes) -> bool:
     again = _decode_key_file(_encode_key_file(key, None, 0, 0), None, _KEY_FILE)
     assert again.public_key == key.public_key
     return True
+from tests.fuzz import targets_connection  # noqa: E402, F401  (registers the connection core target)
