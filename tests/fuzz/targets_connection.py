@@ -17,6 +17,7 @@ bounds hold: unread bytes within ``max_buffered_in`` once checked, queued bytes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 
@@ -177,15 +178,11 @@ def _run_script(core: ConnectionCore, peer: ConnectionCore, script: _Script) -> 
             timer = core.get_timer()
             assert timer is None or timer > now, "a deadline was left overdue"
         elif op == 2:
-            try:
+            with contextlib.suppress(ConnectionError):  # out of stream slots: a documented refusal
                 core.open_stream(PROTOCOLS[script.byte() % 2 :] or PROTOCOLS, now)
-            except ConnectionError:
-                pass  # the session is out of stream ids or slots: a documented refusal
         elif op == 3:
-            try:
+            with contextlib.suppress(ConnectionError):  # closed for writing, queue full, unknown stream
                 core.send_data(sid, b"w" * (script.byte() * 256))
-            except ConnectionError:
-                pass  # closed for writing, queue full (stream reset), unknown stream
         elif op == 4:
             core.consume(sid, min(core.session.stream_unread(sid), script.byte() * 1024))
         elif op == 5:
@@ -229,7 +226,8 @@ def _connection_core_seeds() -> dict[str, bytes]:
         "lazy-proposal-then-read-and-timeouts": _seed(False, _plaintext(lazy) + b"\x04\x00\x03" + b"\x01\x00\x10" * 4),
         "stream-open-flood": _seed(False, _plaintext(flood) + b"\x01\x00\x10"),
         "dialer-opens-sends-and-corks": _seed(
-            True, b"\x02\x00\x00" + b"\x03\x00\xff" * 6 + b"\x06\x00\x01" + b"\x03\x00\x10\x06\x00\x00" + b"\x01\x00\x50"
+            True,
+            b"\x02\x00\x00" + b"\x03\x00\xff" * 6 + b"\x06\x00\x01" + b"\x03\x00\x10\x06\x00\x00" + b"\x01\x00\x50",
         ),
     }
 
