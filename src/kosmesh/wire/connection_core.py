@@ -234,12 +234,14 @@ class ConnectionCore:
         """Bytes to write to the socket, in order; b"" when there is nothing."""
         if self._out:
             return self._take_out()
-        out = self._session.data_to_send()
-        if out:
-            encrypt = self._encrypt
-            if encrypt is not None:
-                return encrypt(out)
-        return b""
+        # YamuxSession.data_to_send, inlined: called after every read and write, mostly for nothing
+        session = self._session
+        frames = session._out
+        if not frames:
+            return b""
+        session._out = []
+        encrypt = self._encrypt
+        return encrypt(b"".join(frames)) if encrypt is not None else b""
 
     def _take_out(self) -> bytes:
         parts = self._out
