@@ -351,6 +351,7 @@ class Connection(asyncio.Protocol):
         self._session = self._core.session  # read-only queries on the drain path
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, Stream] = {}
+        self._handler_tasks: set[asyncio.Task[None]] = set()
         self._pending_accept: dict[int, asyncio.Future[None]] = {}
         self._ping_waiters: dict[int, asyncio.Future[float]] = {}
         self._write_paused = False
@@ -499,7 +500,11 @@ class Connection(asyncio.Protocol):
             if handler is None:  # handler removed meanwhile
                 stream.reset()
                 return
-            self._loop.create_task(self._run_handler(handler, stream))
+            # Referenced until done: asyncio keeps only weak references to tasks, and a handler
+            # waiting on something only it can reach would otherwise be collected mid-wait.
+            task = self._loop.create_task(self._run_handler(handler, stream))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
             return
         found = self._streams.get(sid)
         if found is None:  # the opener gave up meanwhile
