@@ -269,11 +269,13 @@ class Stream:
         socket's buffer is below its low-water mark."""
         conn = self._conn
         session = conn._session
-        while session.pending_send(self.stream_id) > 0 or conn._write_paused:
+        while True:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
-            if conn.closed:
+            if conn.closed:  # what was written may never have left
                 raise ConnectionClosedError(conn.close_reason or "connection closed")
+            if not session.pending_send(self.stream_id) and not conn._write_paused:
+                return
             waiter = conn._loop.create_future()
             self._writable_waiter = waiter
             await waiter
@@ -440,6 +442,9 @@ class Connection(asyncio.Protocol):
                     core.consume(sid, len(data))  # flushed by data_received once every event is handled
                     try:  # _deliver, inlined
                         on_data(data)
+                    except ConnectionError as exc:  # the stream or connection is gone (e.g. a full send queue)
+                        log.debug("receiver for %s on stream %d stopped: %s", stream.protocol, sid, exc)
+                        stream.reset()
                     except Exception:
                         log.exception("receiver for %s failed on stream %d", stream.protocol, sid)
                         stream.reset()
@@ -530,6 +535,9 @@ class Connection(asyncio.Protocol):
     def _deliver(self, stream: Stream, on_data: DataCallback, data: bytes) -> None:
         try:
             on_data(data)
+        except ConnectionError as exc:
+            log.debug("receiver for %s on stream %d stopped: %s", stream.protocol, stream.stream_id, exc)
+            stream.reset()
         except Exception:
             log.exception("receiver for %s failed on stream %d", stream.protocol, stream.stream_id)
             stream.reset()

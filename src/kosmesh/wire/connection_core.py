@@ -447,7 +447,7 @@ class ConnectionCore:
             raise WriteBufferFullError(f"{exc}: the peer is not reading; stream reset") from None
         except yamux.YamuxError as exc:
             raise ConnectionError(str(exc)) from None
-        if self._outbound.check_at is None and session._pending_total:
+        if session._pending_total and self._outbound.check_at is None:
             when = self._outbound.schedule(self._now)
             if when < self.next_timer:
                 self.next_timer = when
