@@ -28,4 +28,4 @@ from tests.fuzz.registry import TARGETS, FuzzFunction, FuzzTarget, SeedFunction,
 __all__ = ["TARGETS", "FuzzFunction", "FuzzTarget", "SeedFunction", "fuzz_target"]
 
 # Importing a layer registers its targets, in this order.
-from tests.fuzz.layers import codec, wire, noise, klp, identity  # noqa: F401, I001
+from tests.fuzz.layers import codec, wire, connection, noise, klp, identity  # noqa: F401, I001

@@ -244,3 +244,44 @@ async def test_silent_peer_is_dropped_after_idle_timeout() -> None:
     finally:
         writer.close()
         await target.close()
+
+
+async def test_a_writer_that_ignores_drain_is_stopped_at_the_cap() -> None:
+    """A handler writing to a peer that reads nothing gets WriteBufferFullError; its stream is
+    reset and nothing else is harmed."""
+    from kosmesh.wire.connection import ConnectionLimits, StreamResetError, WriteBufferFullError
+    from kosmesh.wire.host import HostLimits
+
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def flood(stream: Stream) -> None:
+        try:
+            for _ in range(64):
+                stream.write(b"a" * 256 * 1024)  # never awaits drain
+        except BaseException as exc:
+            outcome.set_result(exc)
+            raise
+        outcome.set_result(None)
+
+    limits = HostLimits(connection=ConnectionLimits(max_stream_write_buffer=1024 * 1024))
+    target = Host(Ed25519PrivateKey.generate(), limits=limits)
+    target.set_stream_handler("/test/flood/1.0.0", flood)
+    target.set_stream_handler(ECHO, echo_handler)
+    addr = await target.listen("/ip4/127.0.0.1/tcp/0")
+    reader = Host(Ed25519PrivateKey.generate())
+    try:
+        conn = await reader.dial(addr)
+        stream = await conn.open_stream("/test/flood/1.0.0")  # and never read from it
+        error = await asyncio.wait_for(outcome, 5)
+        assert isinstance(error, WriteBufferFullError)
+        [served] = target.connections
+        assert served.buffered_out <= 2 * 1024 * 1024 + 256 * 1024  # the cap plus one write, at most
+        with pytest.raises(StreamResetError):
+            while await stream.read():
+                pass
+        echo = await conn.open_stream(ECHO)
+        await echo.write_all(b"unharmed")
+        assert await echo.readexactly(8) == b"unharmed"
+    finally:
+        await reader.close()
+        await target.close()

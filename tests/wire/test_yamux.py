@@ -31,6 +31,7 @@ from kosmesh.wire.yamux import (
     Event,
     GoAwayReceived,
     PingAcknowledged,
+    SendQueueFull,
     StreamAccepted,
     StreamEnded,
     StreamOpened,
@@ -214,6 +215,93 @@ def test_reset() -> None:
     assert server.session.stream_ids() == []
     client.session.reset_stream(sid)  # idempotent
     assert client.session.data_to_send() == b""
+
+
+def test_send_queue_caps_refuse_once_reached() -> None:
+    client = Peer(YamuxSession(is_client=True, max_stream_pending=1000, max_pending_total=1500))
+    server = Peer(YamuxSession(is_client=False), auto_consume=False)
+    a, b = client.session.open_stream(), client.session.open_stream()
+    pump(client, server)
+    client.session.send_data(a, b"x" * (INITIAL_WINDOW + 999))  # 999 queued: under the stream cap
+    client.session.send_data(a, b"x" * 600)  # accepted: the cap is checked before, not after
+    assert client.session.pending_send(a) == 1599 == client.session.pending_total
+    with pytest.raises(SendQueueFull, match="stream 1"):
+        client.session.send_data(a, b"x")
+    client.session.send_data(b, b"y" * 100)  # framed at once: b's window is open
+    with pytest.raises(SendQueueFull, match="session"):  # b has no queue, but the session is at its cap
+        client.session.send_data(b, b"y" * INITIAL_WINDOW)
+    client.session.send_data(b, b"y" * INITIAL_WINDOW, capped=False)  # (control messages always go)
+    client.session.reset_stream(a)
+    assert client.session.pending_total == client.session.pending_send(b)
+
+
+def test_cork_queues_data_but_not_control_frames() -> None:
+    client, server, sid = open_pair()
+    client.session.cork()
+    client.session.send_data(sid, b"held")
+    client.session.ping(7)
+    out = frames(client.session.data_to_send())
+    assert [f[1] for f in out] == [TYPE_PING]
+    assert client.session.pending_total == 4 and client.session.corked
+    assert client.session.uncork() == [StreamWritable(sid)]
+    pump(client, server)
+    assert bytes(server.data[sid]) == b"held"
+
+
+def test_unread_bytes_are_counted_until_consumed() -> None:
+    client = Peer(YamuxSession(is_client=True))
+    server = Peer(YamuxSession(is_client=False), auto_consume=False)
+    a, b = client.session.open_stream(), client.session.open_stream()
+    pump(client, server)
+    client.session.send_data(a, b"a" * 1000)
+    client.session.send_data(b, b"b" * 3000)
+    pump(client, server)
+    assert server.session.unread == 4000
+    assert sorted(server.session.unread_by_stream()) == [(1000, a), (3000, b)]
+    server.session.consume(b, 1000)
+    assert server.session.stream_unread(b) == 2000 and server.session.unread == 3000
+    server.session.reset_stream(a)  # a reset stream's unread bytes are dropped with it
+    assert server.session.unread == 2000
+    client.session.reset_stream(b)
+    pump(client, server)
+    assert server.session.unread == 0
+
+
+def test_stream_closed_both_ways_stays_until_read() -> None:
+    client = Peer(YamuxSession(is_client=True))
+    server = Peer(YamuxSession(is_client=False), auto_consume=False)
+    sid = client.session.open_stream()
+    client.session.send_data(sid, b"request")
+    client.session.close_stream(sid)
+    pump(client, server)
+    server.session.close_stream(sid)
+    assert server.session.has_stream(sid)  # closed both ways, but 7 bytes are not read yet
+    server.session.consume(sid, 7)
+    assert not server.session.has_stream(sid) and server.session.unread == 0
+
+
+def test_held_credit_is_granted_on_release() -> None:
+    client = Peer(YamuxSession(is_client=True))
+    server = Peer(YamuxSession(is_client=False), auto_consume=False)
+    sid = client.session.open_stream()
+    pump(client, server)
+    client.session.send_data(sid, b"h" * INITIAL_WINDOW)
+    pump(client, server)
+    server.session.hold_credit(sid, True)
+    server.session.consume(sid, INITIAL_WINDOW)
+    assert server.session.data_to_send() == b""  # no window update while held
+    server.session.hold_credit(sid, False)
+    [update] = frames(server.session.data_to_send())
+    assert update[1:5] == (TYPE_WINDOW_UPDATE, 0, sid, INITIAL_WINDOW)
+
+
+def test_data_after_fin_is_ignored_and_uncounted() -> None:
+    client, server, sid = open_pair()
+    client.session.close_stream(sid)
+    pump(client, server)
+    late = encode_header(TYPE_DATA, 0, sid, 5) + b"after"
+    assert server.feed(late) == []
+    assert server.session.unread == 0
 
 
 def test_rst_from_remote_drops_queue() -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
+from kosmesh.wire.buffers import BufferBudget
 from kosmesh.wire.connection import (
     Connection,
     ConnectionClosedError,
@@ -118,6 +119,7 @@ class Host:
         self.peer_id = PeerId.from_public_key(identity.public_key)
         self.agent_version = agent_version  # what identify tells peers we run
         self.limits = limits = limits or HostLimits()
+        self.buffers = BufferBudget()  # node-wide totals of buffered bytes, shared by every connection
         self._slots = ConnectionSlots(
             max_connections=limits.max_connections,
             reserved_outbound=limits.reserved_outbound,
@@ -342,6 +344,7 @@ class Host:
             expected_peer_id=expected,
             stream_handler=self._lookup,
             on_closed=lambda closed: self._forget(closed, ticket),
+            budget=self.buffers,
         )
         self._live[ticket] = conn
         conn.ready.add_done_callback(lambda fut: self._on_ready(conn, ticket, fut))

@@ -24,6 +24,7 @@ PROTOCOL_ID: Final = "/yamux/1.0.0"
 INITIAL_WINDOW: Final = 256 * 1024
 HEADER_SIZE: Final = 12
 MAX_U32: Final = 0xFFFFFFFF
+MAX_U64: Final = 0xFFFFFFFFFFFFFFFF  # "no cap" for the send queue limits
 
 TYPE_DATA: Final = 0
 TYPE_WINDOW_UPDATE: Final = 1
@@ -64,7 +65,11 @@ class YamuxError(Exception):
     """Local API misuse (e.g. sending on a reset stream); never raised for remote input."""
 
 
-class _Event:
+class SendQueueFull(YamuxError):
+    """``send_data`` refused: the stream's or the session's queue of unsent bytes is at its cap."""
+
+
+class SlottedEvent:
     """Base of the events: immutable by convention, compared and hashed by type and fields.
 
     Plain ``__slots__`` classes with an ordinary ``__init__`` rather than frozen dataclasses:
@@ -82,7 +87,7 @@ class _Event:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        assert isinstance(other, _Event)
+        assert isinstance(other, SlottedEvent)
         return self._fields() == other._fields()
 
     def __hash__(self) -> int:
@@ -93,7 +98,7 @@ class _Event:
         return f"{self.__class__.__qualname__}({args})"
 
 
-class StreamOpened(_Event):
+class StreamOpened(SlottedEvent):
     """The remote opened a stream (SYN); the session has already acknowledged it."""
 
     __slots__ = ("stream_id",)
@@ -103,7 +108,7 @@ class StreamOpened(_Event):
         self.stream_id: Final = stream_id
 
 
-class StreamAccepted(_Event):
+class StreamAccepted(SlottedEvent):
     """The remote acknowledged a stream we opened."""
 
     __slots__ = ("stream_id",)
@@ -113,7 +118,7 @@ class StreamAccepted(_Event):
         self.stream_id: Final = stream_id
 
 
-class DataReceived(_Event):
+class DataReceived(SlottedEvent):
     """Payload of one data frame; call :meth:`YamuxSession.consume` once it is used."""
 
     __slots__ = ("data", "stream_id")
@@ -124,7 +129,7 @@ class DataReceived(_Event):
         self.data: Final = data
 
 
-class StreamEnded(_Event):
+class StreamEnded(SlottedEvent):
     """The remote half-closed the stream (FIN): no more data will arrive on it."""
 
     __slots__ = ("stream_id",)
@@ -134,7 +139,7 @@ class StreamEnded(_Event):
         self.stream_id: Final = stream_id
 
 
-class StreamReset(_Event):
+class StreamReset(SlottedEvent):
     """The remote reset the stream (RST); its state is already freed."""
 
     __slots__ = ("stream_id",)
@@ -144,7 +149,7 @@ class StreamReset(_Event):
         self.stream_id: Final = stream_id
 
 
-class StreamWritable(_Event):
+class StreamWritable(SlottedEvent):
     """The send window reopened and everything queued by ``send_data`` has been framed."""
 
     __slots__ = ("stream_id",)
@@ -154,7 +159,7 @@ class StreamWritable(_Event):
         self.stream_id: Final = stream_id
 
 
-class PingAcknowledged(_Event):
+class PingAcknowledged(SlottedEvent):
     """The remote answered one of our pings."""
 
     __slots__ = ("opaque",)
@@ -164,7 +169,7 @@ class PingAcknowledged(_Event):
         self.opaque: Final = opaque
 
 
-class GoAwayReceived(_Event):
+class GoAwayReceived(SlottedEvent):
     """The remote sent GoAway with this code."""
 
     __slots__ = ("code",)
@@ -174,7 +179,7 @@ class GoAwayReceived(_Event):
         self.code: Final = code
 
 
-class ConnectionTerminated(_Event):
+class ConnectionTerminated(SlottedEvent):
     """The session is dead (remote protocol violation or remote go-away)."""
 
     __slots__ = ("code", "reason")
@@ -207,6 +212,8 @@ class _Stream:
         "acked",
         "consumed",
         "fin_queued",
+        "flushed",
+        "hold_credit",
         "local_closed",
         "pending",
         "pending_len",
@@ -223,6 +230,8 @@ class _Stream:
         self.consumed = 0  # consumed by the application but not yet granted back
         self.pending: deque[memoryview] = deque()  # queued by send_data, not yet framed
         self.pending_len = 0
+        self.flushed = 0  # bytes framed out of ``pending`` so far: progress of a queued stream
+        self.hold_credit = False  # consumed bytes are not granted back while set
         self.acked = acked
         self.fin_queued = False  # close_stream called: FIN goes out after the queue drains
         self.local_closed = False  # FIN sent
@@ -233,18 +242,24 @@ class YamuxSession:
     """One side of a yamux connection (client = dialer, odd stream ids)."""
 
     __slots__ = (
+        "_corked",
+        "_frame_limit",
         "_inbuf",
         "_is_client",
         "_last_remote_id",
         "_local_go_away",
         "_max_frame",
+        "_max_pending_total",
+        "_max_stream_pending",
         "_max_streams",
         "_next_id",
         "_out",
+        "_pending_total",
         "_receive_window",
         "_remote_parity",
         "_streams",
         "_terminated",
+        "_unread",
         "_update_threshold",
         "_window_delta",
     )
@@ -256,6 +271,8 @@ class YamuxSession:
         max_streams: int = 1024,
         receive_window: int = INITIAL_WINDOW,
         max_frame_data: int = 64 * 1024,
+        max_stream_pending: int = MAX_U64,
+        max_pending_total: int = MAX_U64,
     ) -> None:
         if max_streams < 1:
             raise ValueError("max_streams must be at least 1")
@@ -264,6 +281,8 @@ class YamuxSession:
             raise ValueError("receive_window must be between 256 KiB and 2**32 - 1")
         if max_frame_data < 1:
             raise ValueError("max_frame_data must be positive")
+        if max_stream_pending < 0 or max_pending_total < 0:
+            raise ValueError("send queue caps cannot be negative")
         self._is_client = is_client
         self._next_id = 1 if is_client else 2
         self._remote_parity = 0 if is_client else 1
@@ -275,6 +294,14 @@ class YamuxSession:
         self._window_delta = receive_window - INITIAL_WINDOW
         self._update_threshold = receive_window // 2
         self._max_frame = max_frame_data
+        # The fast path frames a write at once only if it is at most this long; 0 while corked,
+        # so the check costs nothing extra.
+        self._frame_limit = max_frame_data
+        self._corked = False
+        self._max_stream_pending = max_stream_pending
+        self._max_pending_total = max_pending_total
+        self._pending_total = 0  # bytes queued by send_data on all streams, not yet framed
+        self._unread = 0  # bytes delivered in DataReceived events and not yet consumed
         self._streams: dict[int, _Stream] = {}
         self._inbuf = bytearray()
         self._out: list[_Chunk] = []
@@ -297,10 +324,47 @@ class YamuxSession:
         """Ids of streams that still hold state (not reset, not closed both ways)."""
         return list(self._streams)
 
+    def has_stream(self, stream_id: int) -> bool:
+        """True while the stream holds state here (not reset, not closed both ways and read)."""
+        return stream_id in self._streams
+
     def pending_send(self, stream_id: int) -> int:
         """Bytes accepted by ``send_data`` but still waiting for send window (backpressure)."""
         st = self._streams.get(stream_id)
         return 0 if st is None else st.pending_len
+
+    @property
+    def pending_total(self) -> int:
+        """Bytes queued by ``send_data`` on every stream and not framed yet."""
+        return self._pending_total
+
+    @property
+    def unread(self) -> int:
+        """Bytes handed out in :class:`DataReceived` events and not yet consumed, all streams."""
+        return self._unread
+
+    def stream_unread(self, stream_id: int) -> int:
+        """Bytes of this stream handed out and not yet consumed (0 for an unknown stream)."""
+        st = self._streams.get(stream_id)
+        return 0 if st is None else self._receive_window - st.recv_window - st.consumed
+
+    def unread_by_stream(self) -> list[tuple[int, int]]:
+        """``(unread bytes, stream id)`` for every stream holding unread data."""
+        window = self._receive_window
+        out = []
+        for sid, st in self._streams.items():
+            held = window - st.recv_window - st.consumed
+            if held:
+                out.append((held, sid))
+        return out
+
+    def send_progress(self) -> list[tuple[int, int, int]]:
+        """``(stream id, queued bytes, bytes framed from the queue so far)`` for streams with a queue."""
+        return [(sid, st.pending_len, st.flushed) for sid, st in self._streams.items() if st.pending_len]
+
+    @property
+    def corked(self) -> bool:
+        return self._corked
 
     # ------------------------------------------------------------------ output
 
@@ -330,8 +394,12 @@ class YamuxSession:
         self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._window_delta))
         return sid
 
-    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> None:
-        """Frame as much as the peer's window allows now and queue the rest in order."""
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview, capped: bool = True) -> None:
+        """Frame as much as the peer's window allows now and queue the rest in order.
+
+        Raises :class:`SendQueueFull` when the stream's or the session's queue is already at its
+        cap, unless ``capped`` is false (small control messages such as protocol negotiation).
+        """
         st = self._streams.get(stream_id)
         if st is None or self._terminated:
             raise YamuxError(f"stream {stream_id} is not open")
@@ -343,12 +411,21 @@ class YamuxSession:
         n = len(data)
         if not n:
             return
-        if not st.pending_len and n <= st.send_window and n <= self._max_frame:
+        if not st.pending_len and n <= st.send_window and n <= self._frame_limit:
             self._out += (_pack(TYPE_DATA, 0, stream_id, n), data)
             st.send_window -= n
             return
+        # A write is refused once a queue is already at its cap, not when this write would cross
+        # it: so one message of any size still goes through, and a queue never holds more than
+        # its cap plus one write.
+        if capped:
+            if st.pending_len >= self._max_stream_pending:
+                raise SendQueueFull(f"stream {stream_id} already holds {st.pending_len} unsent bytes")
+            if self._pending_total >= self._max_pending_total:
+                raise SendQueueFull(f"the session already holds {self._pending_total} unsent bytes")
         st.pending.append(memoryview(data))
         st.pending_len += n
+        self._pending_total += n
         self._flush(st)  # cannot send FIN: fin_queued is False here, so the stream stays live
 
     def close_stream(self, stream_id: int) -> None:
@@ -361,13 +438,14 @@ class YamuxSession:
             self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0))
             st.local_closed = True
             if st.remote_closed:
-                del self._streams[stream_id]
+                self._forget_if_done(st)
 
     def reset_stream(self, stream_id: int) -> None:
-        """Abort the stream: RST now, queued data dropped, state freed."""
-        st = self._streams.pop(stream_id, None)
+        """Abort the stream: RST now, queued and unread data dropped, state freed."""
+        st = self._streams.get(stream_id)
         if st is None or self._terminated:
             return
+        self._forget(st)
         self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
 
     def consume(self, stream_id: int, n: int) -> None:
@@ -380,11 +458,54 @@ class YamuxSession:
         c = st.consumed + n
         if c + st.recv_window > self._receive_window:
             raise YamuxError("consumed more bytes than were received")
-        if c >= self._update_threshold and not st.remote_closed and not self._terminated:
+        self._unread -= n
+        if c >= self._update_threshold and not st.remote_closed and not self._terminated and not st.hold_credit:
             self._out.append(_pack(TYPE_WINDOW_UPDATE, 0, stream_id, c))
             st.recv_window += c
             c = 0
         st.consumed = c
+        if st.remote_closed and st.local_closed:  # closed both ways: it goes once read to the end
+            self._forget_if_done(st)
+
+    def hold_credit(self, stream_id: int, hold: bool) -> None:
+        """Stop (or resume) granting consumed bytes back to the peer on this stream.
+
+        While held, the peer can send only what the window it already has allows; on release
+        the credit saved up is granted at once if it reached the usual batch size.
+        """
+        st = self._streams.get(stream_id)
+        if st is None or st.hold_credit is hold:
+            return
+        st.hold_credit = hold
+        c = st.consumed
+        if not hold and c >= self._update_threshold and not st.remote_closed and not self._terminated:
+            self._out.append(_pack(TYPE_WINDOW_UPDATE, 0, stream_id, c))
+            st.recv_window += c
+            st.consumed = 0
+
+    def cork(self) -> None:
+        """Frame no more data (control frames still go out): the transport below is full.
+
+        Writes made meanwhile wait in the streams' queues, where the send caps apply, instead
+        of piling up in a socket buffer nobody bounds.
+        """
+        self._corked = True
+        self._frame_limit = 0
+
+    def uncork(self) -> list[Event]:
+        """Resume framing; returns :class:`StreamWritable` for every queue that drained."""
+        self._corked = False
+        self._frame_limit = self._max_frame
+        events: list[Event] = []
+        if self._pending_total and not self._terminated:
+            for st in list(self._streams.values()):
+                if st.pending_len and st.send_window > 0:
+                    self._flush(st)
+                    if not st.pending_len:
+                        events.append(StreamWritable(st.stream_id))
+                    if st.local_closed and st.remote_closed:
+                        self._forget_if_done(st)
+        return events
 
     def ping(self, opaque: int) -> None:
         """Send a ping; the answer arrives as :class:`PingAcknowledged` with the same value."""
@@ -409,6 +530,12 @@ class YamuxSession:
         if code != GO_AWAY_NORMAL:
             self._terminate()
 
+    def terminate(self) -> None:
+        """The connection below is gone: drop every stream's state (queues included), send nothing."""
+        if not self._terminated:
+            self._out = []
+            self._terminate()
+
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
@@ -430,6 +557,7 @@ class YamuxSession:
 
         events: list[Event] = []
         streams = self._streams
+        received = 0  # payload handed out in DataReceived, added to the unread total once
         # Slicing bytes copies once; a bytearray (buffered input) is sliced through a view so it
         # is copied only once as well, and the view is released before the buffer is trimmed.
         mv: bytes | memoryview = buf if type(buf) is bytes else memoryview(buf)
@@ -446,9 +574,10 @@ class YamuxSession:
                     end = pos + HEADER_SIZE + length
                     if end > total:
                         break
-                    st.recv_window -= length
-                    if length and not st.remote_closed:
+                    if length and not st.remote_closed:  # data after FIN is ignored, window too
+                        st.recv_window -= length
                         events.append(DataReceived(sid, bytes(mv[pos + HEADER_SIZE : end])))
+                        received += length
                     pos = end
                     continue
             if vt > TYPE_GO_AWAY:
@@ -488,6 +617,7 @@ class YamuxSession:
             mv.release()
 
         if not self._terminated:
+            self._unread += received
             if buf is inbuf:
                 if pos:
                     del inbuf[:pos]
@@ -537,8 +667,9 @@ class YamuxSession:
             if length > st.recv_window:
                 self._fail(events, "data exceeds the receive window")
                 return
-            st.recv_window -= length
             if length and not st.remote_closed:
+                st.recv_window -= length
+                self._unread += length
                 events.append(DataReceived(sid, bytes(mv[start : start + length])))
         elif length:
             window = st.send_window + length
@@ -551,19 +682,32 @@ class YamuxSession:
                 if not st.pending_len:
                     events.append(StreamWritable(sid))
         if flags & FLAG_RST:
-            streams.pop(sid, None)
+            self._forget(st)
             events.append(StreamReset(sid))
             return
         if flags & FLAG_FIN and not st.remote_closed:
             st.remote_closed = True
             events.append(StreamEnded(sid))
         if st.remote_closed and st.local_closed:
-            streams.pop(sid, None)
+            self._forget_if_done(st)
 
     # ------------------------------------------------------------------ internals
 
+    def _forget(self, st: _Stream) -> None:
+        """Drop a stream's state, and its queued and unread bytes from the session's totals."""
+        if self._streams.pop(st.stream_id, None) is not None:
+            self._pending_total -= st.pending_len
+            self._unread -= self._receive_window - st.recv_window - st.consumed
+
+    def _forget_if_done(self, st: _Stream) -> None:
+        """A stream closed both ways goes once its data is read (consume() still needs it before)."""
+        if st.recv_window + st.consumed == self._receive_window:
+            self._forget(st)
+
     def _flush(self, st: _Stream) -> None:
         """Frame queued data up to the send window; FIN rides on the frame that empties the queue."""
+        if self._corked:
+            return
         queue = st.pending
         window = st.send_window
         out = self._out
@@ -586,6 +730,8 @@ class YamuxSession:
                     queue[0] = head[take:]
                     take = 0
             st.pending_len -= n
+            st.flushed += n
+            self._pending_total -= n
             window -= n
             flags = 0
             if not st.pending_len and st.fin_queued:
@@ -605,4 +751,6 @@ class YamuxSession:
         self._terminated = True
         self._local_go_away = True
         self._streams.clear()
+        self._pending_total = 0
+        self._unread = 0
         self._inbuf = bytearray()  # a fresh buffer: the old one may still be exported to a memoryview
