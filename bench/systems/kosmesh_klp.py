@@ -54,6 +54,7 @@ from kosmesh.klp import (
     encode_message,
     parse_response,
 )
+from kosmesh.node.config import NodeConfig, TrustConfig
 
 HOST = "127.0.0.1"
 IN_FLIGHT = 16
@@ -68,7 +69,11 @@ async def sink_agent(task: Task) -> int:
 async def serve() -> None:
     home = Path(tempfile.mkdtemp(prefix="bench-klp-server-"))
     try:
-        async with Node(home, listen=[f"/ip4/{HOST}/tcp/0"]) as node:
+        # The server trusts its client (trust 8): a trusted peer's per-peer limits are ten times an
+        # unknown one's, which is what a benchmark of one peer's throughput is about.
+        config = NodeConfig(trust=TrustConfig(default_score=8.0))
+        config.listen = [f"/ip4/{HOST}/tcp/0"]
+        async with Node(home, config=config) as node:
             node.register_agent("sink", sink_agent)
             loop = asyncio.get_running_loop()
             stop = asyncio.Event()
@@ -206,7 +211,11 @@ async def client(args: ClientArgs) -> None:
     target = f"klp://{peer}/agents/echo"
     home = Path(tempfile.mkdtemp(prefix="bench-klp-client-"))
     try:
-        async with Node(home, listen=[f"/ip4/{HOST}/tcp/0"]) as node:
+        # The server trusts its client (trust 8): a trusted peer's per-peer limits are ten times an
+        # unknown one's, which is what a benchmark of one peer's throughput is about.
+        config = NodeConfig(trust=TrustConfig(default_score=8.0))
+        config.listen = [f"/ip4/{HOST}/tcp/0"]
+        async with Node(home, config=config) as node:
             await node.connect(addr)
             steps = {
                 "rtt": lambda: measure_rtt(node, target, args, result),

@@ -27,13 +27,20 @@ from kosmesh.klp import (
 from kosmesh.wire.connection import Connection, Stream
 
 
-def signed_task(
-    identity: Ed25519PrivateKey, target: KLPAddress, data: Any = "hi", *, offset_s: float = 0.0, **kw: Any
+def signed_frame(
+    identity: Ed25519PrivateKey,
+    target: KLPAddress,
+    data: Any = "hi",
+    *,
+    type: MessageType = MessageType.TASK_REQUEST,
+    offset_s: float = 0.0,
+    **kw: Any,
 ) -> bytes:
-    """A TASK_REQUEST ``identity`` signed for ``target``, stamped ``offset_s`` from now, as a frame."""
+    """A message of ``type`` that ``identity`` signed for ``target``, stamped ``offset_s`` from now, as a
+    frame; its source is ``identity``'s own peer id (which need not be the connection's)."""
     message = build_message(
         identity,
-        type=MessageType.TASK_REQUEST,
+        type=type,
         source=KLPAddress.for_node(PeerId.from_public_key(identity.public_key)),
         target=target,
         data=data,
@@ -41,6 +48,13 @@ def signed_task(
         **kw,
     )
     return encode_frame(encode_message(message))
+
+
+def signed_task(
+    identity: Ed25519PrivateKey, target: KLPAddress, data: Any = "hi", *, offset_s: float = 0.0, **kw: Any
+) -> bytes:
+    """A TASK_REQUEST ``identity`` signed for ``target``, stamped ``offset_s`` from now, as a frame."""
+    return signed_frame(identity, target, data, offset_s=offset_s, **kw)
 
 
 def signed_payload_bomb(identity: Ed25519PrivateKey, target: KLPAddress, cbor_payload: bytes) -> bytes:
@@ -74,7 +88,10 @@ class Answers:
         try:
             async with asyncio.timeout(timeout):
                 while len(self._ready) < count:
-                    chunk = await self.stream.read()
+                    try:
+                        chunk = await self.stream.read()
+                    except ConnectionError:  # reset: the answers before it still count
+                        break
                     if not chunk:
                         break
                     frames = self._reader.receive_data(chunk)

@@ -22,7 +22,7 @@ from kosmesh.node.config import NodeConfig
 from kosmesh.node.message_log import ROW_BURST_PER_PEER, ROWS_PER_S_PER_PEER
 from kosmesh.node.retention import RetentionService
 from kosmesh.wire.host import Host
-from tests.attacks.signed import read_answers, signed_frame
+from tests.attacks.klp_frames import Answers, signed_frame
 from tests.waiting import wait_for
 
 FRESH_KEYS = 2_000
@@ -43,6 +43,7 @@ async def test_records_signed_by_fresh_keys_over_one_connection_are_refused_and_
 ) -> None:
     conn = await attacker.dial(target.host.listen_addrs[0])
     stream = await conn.open_stream(PROTOCOL_ID)
+    answers = Answers(stream)
     to_target = KLPAddress.for_node(target.peer_id)
     keys = [Ed25519PrivateKey.generate() for _ in range(FRESH_KEYS)]
     before, started = db_bytes(target), time.monotonic()
@@ -52,8 +53,8 @@ async def test_records_signed_by_fresh_keys_over_one_connection_are_refused_and_
             for key in keys[start : start + 200]
         ]
         stream.write(b"".join(frames))
-        answers = await read_answers(stream, len(frames))
-        assert {(a.status, a.reason) for a in answers} == {("rejected", "source_mismatch")}
+        got = await answers.next(len(frames))
+        assert {(a.status, a.reason) for a in got} == {("rejected", "source_mismatch")}
     peers = await target.storage.peers.all()
     assert len(peers) == 1 and peers[0]["peer_id"] == str(attacker.peer_id)  # only the real peer
     budget = ROW_BURST_PER_PEER + ROWS_PER_S_PER_PEER * (time.monotonic() - started)
@@ -64,13 +65,13 @@ async def test_records_signed_by_fresh_keys_over_one_connection_are_refused_and_
 async def test_replays_write_no_rows(target: Node, attacker: Host) -> None:
     conn = await attacker.dial(target.host.listen_addrs[0])
     stream = await conn.open_stream(PROTOCOL_ID)
+    answers = Answers(stream)
     frame = signed_frame(attacker.identity, KLPAddress.for_agent(target.peer_id, "echo"), "once")
     stream.write(frame)
-    assert [a.status for a in await read_answers(stream, 1)] == ["processed"]
+    assert [a.status for a in await answers.next(1)] == ["processed"]
     rows = await target.storage.messages.count()
     stream.write(frame * 500)
-    answers = await read_answers(stream, 500)
-    assert {(a.status, a.reason) for a in answers} == {("rejected", "replay")}
+    assert {(a.status, a.reason) for a in await answers.next(500)} == {("rejected", "replay")}
     assert await target.storage.messages.count() == rows
     assert await target.storage.tasks.count() == 1
 
@@ -95,7 +96,7 @@ async def test_many_authenticated_peers_each_keep_a_bounded_record_and_retention
             conn = await host.dial(target.host.listen_addrs[0])
             stream = await conn.open_stream(PROTOCOL_ID)
             stream.write(signed_frame(host.identity, to_target, BIG_RECORD, type=MessageType.PEER_DISCOVERY))
-            assert [a.status for a in await read_answers(stream, 1)] == ["processed"]
+            assert [a.status for a in await Answers(stream).next(1)] == ["processed"]
         finally:
             await host.close()
     await wait_for(lambda: not target.host.connections, timeout=10)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gzip
-import hashlib
 import json
 import socket
 import sys
@@ -26,27 +24,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
-
-from kosmesh.identity import Ed25519PrivateKey, PeerId
+from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.klp import (
-    CONTENT_TYPE_CBOR,
+    PROTOCOL_ID as KLP,
+)
+from kosmesh.klp import (
     FrameReader,
     KLPAddress,
     MessageType,
     Priority,
-    build_message,
     decode_message,
-    encode_frame,
-    encode_message,
     parse_response,
-)
-from kosmesh.klp import (
-    PROTOCOL_ID as KLP,
 )
 from kosmesh.wire.connection import Connection, Stream
 from kosmesh.wire.host import Host
 from kosmesh.wire.multiaddr import Multiaddr
+from tests.attacks.klp_frames import signed_frame, signed_payload_bomb
 
 IDENTIFY = "/ipfs/id/1.0.0"
 MAX_TTL = 30 * 24 * 3600
@@ -61,20 +54,6 @@ class Attack:
 
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] += n
-
-
-def frame(identity: Ed25519PrivateKey, target: KLPAddress, data: Any, **fields: Any) -> bytes:
-    """A framed message signed by ``identity``, its own peer id as the source."""
-    message = build_message(
-        identity,
-        type=fields.pop("type", MessageType.TASK_REQUEST),
-        source=KLPAddress.for_node(PeerId.from_public_key(identity.public_key)),
-        target=target,
-        data=data,
-        timestamp_ms=fields.pop("timestamp_ms", int(time.time() * 1000)),
-        **fields,
-    )
-    return encode_frame(encode_message(message))
 
 
 class Attacker:
@@ -148,7 +127,7 @@ class Attacker:
     async def task_relayed_to_another_node(self, attack: Attack, seconds: float) -> None:
         """Tasks signed by one identity, sent over another's connection: never run, never recorded."""
         signer = Ed25519PrivateKey.generate()
-        await self._flood(attack, seconds, lambda _host: [frame(signer, self.echo, "relayed") for _ in range(20)])
+        await self._flood(attack, seconds, lambda _: [signed_frame(signer, self.echo, "relayed") for _ in range(20)])
 
     async def peer_that_never_reads(self, attack: Attack, seconds: float) -> None:
         """Small gzip'd requests whose answers are ~900 KB, on a connection that never reads."""
@@ -167,7 +146,7 @@ class Attacker:
             big = "x" * 900_000
             while time.monotonic() < until and not conn.closed and not stream.is_reset:
                 try:
-                    stream.write(frame(host.identity, self.echo, big, compression="gzip"))
+                    stream.write(signed_frame(host.identity, self.echo, big, compression="gzip"))
                 except ConnectionError:
                     break
                 attack.count("sent")
@@ -181,8 +160,7 @@ class Attacker:
         """Distinct messages stamped as far in the future as allowed, with the longest ttl."""
 
         def batch(host: Host) -> list[bytes]:
-            ahead = int((time.time() + 119) * 1000)
-            return [frame(host.identity, self.echo, i, timestamp_ms=ahead, ttl=MAX_TTL) for i in range(50)]
+            return [signed_frame(host.identity, self.echo, i, offset_s=119, ttl=MAX_TTL) for i in range(50)]
 
         await self._flood(attack, seconds, batch)  # its own key: only the per-peer quota stops it
 
@@ -193,13 +171,12 @@ class Attacker:
             b"\x9a\x00\x07\xa1\x20" + b"\xa0" * 500_000,  # [{}, {}, … ] maps
             b"\x9a\x00\x0f\x42\x40" + b"\x80" * 1_000_000,  # [[], [], … ] lists
         ]
-        payloads = [gzip.compress(b, 9) for b in bombs]
         turn = 0
 
         def batch(host: Host) -> list[bytes]:
             nonlocal turn
             turn += 1
-            return [_bomb_frame(host.identity, self.echo, payloads[turn % len(payloads)])]
+            return [signed_payload_bomb(host.identity, self.echo, bombs[turn % len(bombs)])]
 
         await self._flood(attack, seconds, batch)
 
@@ -262,14 +239,14 @@ class Attacker:
         half = seconds / 2
         await self._flood(
             attack, half,
-            lambda _host: [frame(Ed25519PrivateKey.generate(), self.node, record, type=MessageType.PEER_DISCOVERY,
-                                 compression="gzip") for _ in range(10)],
+            lambda _: [signed_frame(Ed25519PrivateKey.generate(), self.node, record, type=MessageType.PEER_DISCOVERY,
+                                    compression="gzip") for _ in range(10)],
         )  # fmt: skip
         once: list[bytes] = []
 
         def replays(host: Host) -> list[bytes]:
             if not once:
-                once.append(frame(host.identity, self.echo, "again"))
+                once.append(signed_frame(host.identity, self.echo, "again"))
             return once * 50
 
         await self._flood(attack, half, replays)
@@ -278,12 +255,12 @@ class Attacker:
         """CRITICAL tasks from a key nobody trusts."""
         await self._flood(
             attack, seconds,
-            lambda host: [frame(host.identity, self.echo, "me first", priority=Priority.CRITICAL) for _ in range(20)],
+            lambda host: [signed_frame(host.identity, self.echo, "me first", priority=Priority.CRITICAL)] * 20,
         )  # fmt: skip
 
     async def message_flood(self, attack: Attack, seconds: float) -> None:
         """Valid signed tasks as fast as one process can sign them: the per-peer rate answers deferred."""
-        await self._flood(attack, seconds, lambda host: [frame(host.identity, self.echo, "flood") for _ in range(50)])
+        await self._flood(attack, seconds, lambda host: [signed_frame(host.identity, self.echo, n) for n in range(50)])
 
     async def stream_open_flood(self, attack: Attack, seconds: float) -> None:
         """New streams as fast as they can be opened, each abandoned at once."""
@@ -309,7 +286,7 @@ class Attacker:
                   "agents": ["[/]"]}  # fmt: skip
         await self._flood(
             attack, seconds,
-            lambda host: [frame(host.identity, self.node, record, type=MessageType.PEER_DISCOVERY)],
+            lambda host: [signed_frame(host.identity, self.node, record, type=MessageType.PEER_DISCOVERY)],
         )  # fmt: skip
 
     ATTACKS = (
@@ -325,27 +302,6 @@ class Attacker:
         "stream_open_flood",
         "markup_in_remote_strings",
     )
-
-
-def _bomb_frame(identity: Ed25519PrivateKey, target: KLPAddress, gzipped_cbor: bytes) -> bytes:
-    """A signed task whose payload's wire bytes are ``gzipped_cbor``, declared gzip'd CBOR: what a
-    builder that checks its input would refuse to make, signed by hand like any attacker would."""
-    source = KLPAddress.for_node(PeerId.from_public_key(identity.public_key))
-    message = build_message(
-        identity, type=MessageType.TASK_REQUEST, source=source, target=target, data=None,
-        timestamp_ms=int(time.time() * 1000),
-    )  # fmt: skip
-    top = cbor2.loads(encode_message(message))
-    top["payload"] = {
-        "content_type": CONTENT_TYPE_CBOR,
-        "data": gzipped_cbor,
-        "encryption": {"enabled": False},
-        "compression": {"enabled": True, "algorithm": "gzip"},
-    }
-    del top["signature"], top["metadata"]["message_id"]
-    top["metadata"]["message_id"] = hashlib.sha256(cbor2.dumps(top, canonical=True)).digest()[:16].hex()
-    top["signature"] = identity.sign(cbor2.dumps(top, canonical=True))
-    return encode_frame(cbor2.dumps(top, canonical=True))
 
 
 def _emit(event: dict[str, Any]) -> None:

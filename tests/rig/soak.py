@@ -685,8 +685,10 @@ class Soak:
             self._start_aux(PINGER, self.rig.hosts[args.hosts + 1], pinger)
             self._sample_usage()
         if self.with_attacker:
-            attacker = [sys.executable, "-m", "tests.rig.attacker", "--target", self.nodes[0].addrs[0],
-                        "--seconds", str(args.seconds)]  # fmt: skip
+            # niced: on this one machine the attacker's own CPU must not starve the honest processes,
+            # as it could not on a network, where it is another machine
+            attacker = ["nice", "-n", "19", sys.executable, "-m", "tests.rig.attacker",
+                        "--target", self.nodes[0].addrs[0], "--seconds", str(args.seconds)]  # fmt: skip
             self._start_aux(ATTACKER, self.rig.hosts[args.hosts], attacker)
             self._say(f"attacker: every attack in turn against h1 for {args.seconds:g} s")
         finish_by = self.go_at + args.seconds + self.straggler_bound_s + CLIENT_GRACE_S

@@ -63,3 +63,14 @@ def test_granted_never_exceeds_burst_plus_rate_times_elapsed(
             granted += amount
             # at most one item may overdraw, by its own size
             assert granted <= burst + rate * now + amount + 1e-6 * (1 + granted)
+
+
+def test_charging_after_the_fact_goes_into_debt_and_says_how_long_it_lasts() -> None:
+    bucket = TokenBucket(rate=0.25, burst=0.5, now=0.0)  # a quarter of a second of CPU a second
+    assert bucket.wait(0.0) == 0.0
+    bucket.charge(0.0, 0.3)
+    assert bucket.wait(0.0) == 0.0  # 0.2 left
+    bucket.charge(0.0, 0.4)
+    assert bucket.wait(0.0) == pytest.approx(0.8)  # 0.2 in debt, refilled at 0.25/s
+    assert bucket.wait(0.8) == pytest.approx(0.0)
+    assert bucket.take(0.8) > 0  # out of debt, but nothing saved up yet

@@ -51,6 +51,7 @@ from kosmesh.wire.service import Service, StreamHandler
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic  # the event loop's clock
+_perf_counter = time.perf_counter
 
 STREAM_IDLE_TIMEOUT = 300.0
 MAX_IN_FLIGHT_PER_STREAM = 256
@@ -69,15 +70,41 @@ MessageObserver = Callable[[PeerId, KLPMessage | None, str, str | None], None]
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
-    """What one peer may send us, per second and in a burst, before it is answered ``deferred``."""
+    """What one peer may make this node do, per second and in a burst, before it is answered
+    ``deferred``: messages, bytes, and the CPU seconds its messages actually cost (measured, so a
+    message that is expensive to refuse counts for what it cost). A peer this node trusts at least
+    ``trusted_from`` gets ``trusted_multiplier`` times as much."""
 
-    messages_per_s: float = 5_000.0
-    message_burst: float = 10_000.0
+    messages_per_s: float = 2_000.0
+    message_burst: float = 4_000.0
     bytes_per_s: float = 32 * 1024 * 1024
     byte_burst: float = 64 * 1024 * 1024
+    cpu_per_s: float = 0.25  # a quarter of a core
+    cpu_burst: float = 0.5
+    trusted_from: float = 8.0
+    trusted_multiplier: float = 10.0
     # A sender that keeps going once deferred has its stream reset: this many deferrals a second.
     deferrals_per_s: float = 200.0
     deferral_burst: float = 1_000.0
+
+
+class _PeerBudget:
+    """One set of per-peer token buckets (messages, bytes, CPU seconds), at a given scale."""
+
+    __slots__ = ("bytes", "cpu", "messages")
+
+    def __init__(self, limits: RateLimits, scale: float) -> None:
+        self.messages: BucketTable[PeerId] = BucketTable(limits.messages_per_s * scale, limits.message_burst * scale)
+        self.bytes: BucketTable[PeerId] = BucketTable(limits.bytes_per_s * scale, limits.byte_burst * scale)
+        self.cpu: BucketTable[PeerId] = BucketTable(limits.cpu_per_s * scale, limits.cpu_burst * scale)
+
+    def admit(self, peer: PeerId, now: float, size: int) -> float:
+        """0.0 if ``peer`` may send one more message of ``size`` bytes now, else the seconds to wait."""
+        return (
+            self.messages.take(peer, now)
+            or self.bytes.take(peer, now, size)
+            or self.cpu.bucket(peer, now).wait(now)
+        )
 
 
 class TaskError(Exception):
@@ -149,8 +176,8 @@ class KLPEndpoint(Service):
         self._record = record
         limits = limits or RateLimits()
         self.limits = limits
-        self._message_rate: BucketTable[PeerId] = BucketTable(limits.messages_per_s, limits.message_burst)
-        self._byte_rate: BucketTable[PeerId] = BucketTable(limits.bytes_per_s, limits.byte_burst)
+        self._budget = _PeerBudget(limits, 1.0)
+        self._trusted_budget = _PeerBudget(limits, limits.trusted_multiplier)
         self._deferral_rate: BucketTable[PeerId] = BucketTable(limits.deferrals_per_s, limits.deferral_burst)
         self._queue: PriorityQueue[_Job] = PriorityQueue(queue_capacity)
         self._max_workers = workers
@@ -232,13 +259,23 @@ class KLPEndpoint(Service):
             stream.set_receiver(None)
 
     def _receive(self, raw: bytes, stream: Stream) -> None:
+        """Admit one frame against its sender's budgets, process it, and charge the CPU it cost."""
         self.stats["received"] += 1
         remote = stream.remote_peer_id
         clock = _monotonic()
-        wait = self._message_rate.take(remote, clock) or self._byte_rate.take(remote, clock, len(raw))
-        if wait:
-            self._over_rate(raw, stream, wait, clock)
-            return
+        trusted = self.processor.trust_score(remote) >= self.limits.trusted_from
+        budget = self._trusted_budget if trusted else self._budget
+        started = _perf_counter()
+        try:
+            wait = budget.admit(remote, clock, len(raw))
+            if wait:
+                self._over_rate(raw, stream, wait, clock)
+            else:
+                self._process(raw, stream, remote)
+        finally:
+            budget.cpu.bucket(remote, clock).charge(clock, _perf_counter() - started)
+
+    def _process(self, raw: bytes, stream: Stream, remote: PeerId) -> None:
         now = time.time()
         verdict = self.processor.check(raw, now, remote)
         if not isinstance(verdict, Accepted):

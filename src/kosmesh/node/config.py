@@ -39,10 +39,13 @@ class KLPConfig:
     default_ttl: int = 60
     task_timeout_s: float = 30.0
     # What one peer may send before it is answered deferred(retry_after); past that, its stream is reset.
-    peer_messages_per_s: float = 5_000.0
-    peer_message_burst: float = 10_000.0
+    peer_messages_per_s: float = 2_000.0
+    peer_message_burst: float = 4_000.0
     peer_bytes_per_s: float = 32 * 1024 * 1024
     peer_byte_burst: float = 64 * 1024 * 1024
+    peer_cpu_per_s: float = 0.25  # CPU seconds a second one peer's messages may cost this node
+    peer_cpu_burst: float = 0.5
+    trusted_peer_multiplier: float = 10.0  # for peers trusted at 8 or more
 
 
 @dataclass(slots=True)
@@ -111,8 +114,10 @@ class NodeConfig:
         if self.klp.workers < 1 or self.klp.queue_capacity < 1:
             raise ConfigError("klp.workers and klp.queue_capacity must be positive")
         k = self.klp
-        if min(k.peer_messages_per_s, k.peer_message_burst, k.peer_bytes_per_s, k.peer_byte_burst) <= 0:
-            raise ConfigError("klp.peer_* rates and bursts must be positive")
+        rates = (k.peer_messages_per_s, k.peer_message_burst, k.peer_bytes_per_s, k.peer_byte_burst,
+                 k.peer_cpu_per_s, k.peer_cpu_burst)  # fmt: skip
+        if min(rates) <= 0 or k.trusted_peer_multiplier < 1:
+            raise ConfigError("klp.peer_* rates and bursts must be positive, klp.trusted_peer_multiplier at least 1")
         if self.klp.max_clock_skew_s < 0 or self.klp.max_future_skew_s < 0:
             raise ConfigError("klp.max_clock_skew_s and klp.max_future_skew_s must not be negative")
         if not 0 <= self.klp.min_trust_for_tasks <= 10:
@@ -208,6 +213,9 @@ peer_messages_per_s = {cfg.klp.peer_messages_per_s}   # per peer; over it: defer
 peer_message_burst = {cfg.klp.peer_message_burst}
 peer_bytes_per_s = {cfg.klp.peer_bytes_per_s}
 peer_byte_burst = {cfg.klp.peer_byte_burst}
+peer_cpu_per_s = {cfg.klp.peer_cpu_per_s}   # CPU seconds a second one peer may cost this node
+peer_cpu_burst = {cfg.klp.peer_cpu_burst}
+trusted_peer_multiplier = {cfg.klp.trusted_peer_multiplier}   # peers trusted at 8+ get this much more
 
 [wire]
 keepalive_interval_s = {cfg.wire.keepalive_interval_s}   # ping every connection this often

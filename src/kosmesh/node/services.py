@@ -59,6 +59,9 @@ def build_services(node: Node) -> list[Service]:
             message_burst=cfg.klp.peer_message_burst,
             bytes_per_s=cfg.klp.peer_bytes_per_s,
             byte_burst=cfg.klp.peer_byte_burst,
+            cpu_per_s=cfg.klp.peer_cpu_per_s,
+            cpu_burst=cfg.klp.peer_cpu_burst,
+            trusted_multiplier=cfg.klp.trusted_peer_multiplier,
         ),
         on_message=MessageLogger(node.storage.messages),
     )

@@ -48,6 +48,15 @@ class TokenBucket:
     def available(self, now: float) -> float:
         return self._refill(now)
 
+    def charge(self, now: float, amount: float) -> None:
+        """Take ``amount`` after the fact (work already done, e.g. CPU seconds): may go into debt."""
+        self._tokens = self._refill(now) - amount
+
+    def wait(self, now: float) -> float:
+        """Seconds until the bucket is out of debt (0.0 if it is not in debt)."""
+        tokens = self._refill(now)
+        return 0.0 if tokens >= 0 else -tokens / self.rate
+
 
 class BucketTable(Generic[K]):
     """One bucket per key (a peer), at most ``max_keys`` of them: the least recently used goes first.
@@ -68,8 +77,8 @@ class BucketTable(Generic[K]):
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: K, now: float, amount: float = 1.0) -> float:
-        """As :meth:`TokenBucket.take`, on ``key``'s bucket."""
+    def bucket(self, key: K, now: float) -> TokenBucket:
+        """``key``'s bucket (a full one for a key not seen, or forgotten, before)."""
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.max_keys:
@@ -77,7 +86,11 @@ class BucketTable(Generic[K]):
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(now, amount)
+        return bucket
+
+    def take(self, key: K, now: float, amount: float = 1.0) -> float:
+        """As :meth:`TokenBucket.take`, on ``key``'s bucket."""
+        return self.bucket(key, now).take(now, amount)
 
     def forget(self, key: K) -> None:
         self._buckets.pop(key, None)
