@@ -100,28 +100,32 @@ class Attacker:
                     attack.count(f"{result.status}: {result.reason}" if result.reason else result.status)
 
     async def _flood(self, attack: Attack, seconds: float, frames: Callable[[Host], list[bytes]]) -> None:
-        """Write batches from ``frames`` on one KLP stream as fast as the node takes them, reading answers."""
-        opened = await self._host(attack)
-        if opened is None:
-            return
-        host, conn = opened
+        """Write batches from ``frames`` on a KLP stream as fast as the node takes them, reading the
+        answers; when the node resets the stream or drops the connection, start again on a new one."""
         until = time.monotonic() + seconds
-        try:
-            stream = await self._stream(conn, KLP, attack)
-            if stream is None:
-                return
-            reading = asyncio.create_task(self._answers(stream, attack, until=until))
-            while time.monotonic() < until and not reading.done():
-                batch = frames(host)
-                try:
-                    await asyncio.wait_for(stream.write_all(b"".join(batch)), max(0.01, until - time.monotonic()))
-                except (ConnectionError, TimeoutError):
-                    attack.count("write refused or stalled")
-                    break
-                attack.count("sent", len(batch))
-            await reading
-        finally:
-            await host.close()
+        while time.monotonic() < until:
+            opened = await self._host(attack)
+            if opened is None:
+                await asyncio.sleep(0.1)  # pacing after a refusal, not waiting for a condition
+                continue
+            host, conn = opened
+            try:
+                stream = await self._stream(conn, KLP, attack)
+                if stream is None:
+                    continue
+                reading = asyncio.create_task(self._answers(stream, attack, until=until))
+                while time.monotonic() < until and not reading.done():
+                    batch = frames(host)
+                    try:
+                        await asyncio.wait_for(stream.write_all(b"".join(batch)), max(0.01, until - time.monotonic()))
+                    except (ConnectionError, TimeoutError):
+                        attack.count("stream reset or stalled: started again")
+                        break
+                    attack.count("sent", len(batch))
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+            finally:
+                await host.close()
 
     # -- the attacks -------------------------------------------------------------------
     async def task_relayed_to_another_node(self, attack: Attack, seconds: float) -> None:
@@ -151,10 +155,8 @@ class Attacker:
                     break
                 attack.count("sent")
                 await asyncio.sleep(0.005)  # pacing the attacker's own CPU, not waiting for a condition
-            attack.count("connection dropped by the node" if conn.closed else "connection still up")
-            attack.count("stream reset by the node" if stream.is_reset else "stream still open")
         finally:
-            await host.close()
+            await host.close()  # (what the node did to the stream it cannot see: it reads nothing)
 
     async def replay_cache_flood(self, attack: Attack, seconds: float) -> None:
         """Distinct messages stamped as far in the future as allowed, with the longest ttl."""
@@ -181,53 +183,54 @@ class Attacker:
         await self._flood(attack, seconds, batch)
 
     async def idle_sockets_fill_the_slots(self, attack: Attack, seconds: float) -> None:
-        """Hundreds of TCP sockets that connect and never say a word."""
+        """Hundreds of TCP sockets that connect and never say a word, opened 50 at a time."""
         until = time.monotonic() + seconds
+        loop = asyncio.get_running_loop()
         socks: list[socket.socket] = []
+
+        async def one() -> None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, self.host_port), 2)
+            except (OSError, TimeoutError):
+                attack.count("connect refused")
+                sock.close()
+                return
+            socks.append(sock)
+            attack.count("opened")
+
         try:
             while time.monotonic() < until and len(socks) < 800:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                try:
-                    await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, self.host_port), 2)
-                except (OSError, TimeoutError):
-                    attack.count("connect refused")
-                    sock.close()
-                    await asyncio.sleep(0.05)  # pacing, not waiting for a condition
-                    continue
-                socks.append(sock)
-                attack.count("opened")
+                await asyncio.gather(*(one() for _ in range(50)))
             await asyncio.sleep(max(0.0, until - time.monotonic()))  # hold them: the attack is the holding
-            closed = 0
-            for sock in socks:
-                with contextlib.suppress(OSError):
-                    if sock.recv(1) == b"":
-                        closed += 1
-            attack.count("closed by the node", closed)
         finally:
             for sock in socks:
                 sock.close()
 
     async def streams_that_fill_buffers(self, attack: Attack, seconds: float) -> None:
-        """Many streams, each sending up to its window to a handler that never reads it."""
+        """Many streams, each sending up to its window to a handler that never reads it, 50 at a time."""
         opened = await self._host(attack)
         if opened is None:
             return
         host, conn = opened
         until = time.monotonic() + seconds
         chunk = b"\x00" * 65536
-        try:
-            streams: list[Stream] = []
-            while time.monotonic() < until and len(streams) < 1000 and not conn.closed:
-                stream = await self._stream(conn, IDENTIFY, attack)
-                if stream is None:
-                    break
-                streams.append(stream)
-                with contextlib.suppress(ConnectionError):
-                    for _ in range(16):
-                        stream.write(chunk)
+
+        async def fill() -> None:
+            stream = await self._stream(conn, IDENTIFY, attack)
+            if stream is None:
+                return
+            with contextlib.suppress(ConnectionError):
+                for _ in range(16):
+                    stream.write(chunk)
                 attack.count("stream filled")
-                await asyncio.sleep(0)
+
+        try:
+            filled = 0
+            while time.monotonic() < until and filled < 1000 and not conn.closed:
+                await asyncio.gather(*(fill() for _ in range(50)))
+                filled += 50
             await asyncio.sleep(max(0.0, until - time.monotonic()))
             attack.count("connection dropped by the node" if conn.closed else "connection still up")
         finally:
@@ -255,7 +258,7 @@ class Attacker:
         """CRITICAL tasks from a key nobody trusts."""
         await self._flood(
             attack, seconds,
-            lambda host: [signed_frame(host.identity, self.echo, "me first", priority=Priority.CRITICAL)] * 20,
+            lambda host: [signed_frame(host.identity, self.echo, n, priority=Priority.CRITICAL) for n in range(20)],
         )  # fmt: skip
 
     async def message_flood(self, attack: Attack, seconds: float) -> None:

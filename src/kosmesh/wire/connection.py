@@ -140,9 +140,7 @@ class Connection(asyncio.Protocol):
                 self._handle_events(core.check_inbound(_monotonic()))
             out = core.data_to_send()
             if out:
-                transport = self._transport
-                if transport is not None:
-                    transport.write(out)
+                self._send(out)
             if core.next_timer < self._timer_at:
                 self._arm_timer()
         except Exception as exc:  # one bad connection must never take the node down
@@ -400,9 +398,7 @@ class Connection(asyncio.Protocol):
         # a window update is due only every half window: flushing here costs nothing otherwise
         out = core.data_to_send()
         if out:
-            transport = self._transport
-            if transport is not None:
-                transport.write(out)
+            self._send(out)
 
     def _close_stream(self, stream: Stream) -> None:
         self._core.close_stream(stream.stream_id)
@@ -416,9 +412,14 @@ class Connection(asyncio.Protocol):
     def _flush(self) -> None:
         out = self._core.data_to_send()
         if out:
-            transport = self._transport
-            if transport is not None:
-                transport.write(out)
+            self._send(out)
+
+    def _send(self, out: bytes) -> None:
+        """Hand ``out`` to the socket, unless it is gone or closing (a failed send closes it before
+        ``connection_lost`` arrives: writing then is lost anyway, and asyncio warns each time)."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out)
 
     def _arm_timer(self) -> None:
         """Arm the asyncio timer at the core's next deadline, if that is earlier than the armed one."""
@@ -456,11 +457,10 @@ class Connection(asyncio.Protocol):
             return
         self._torn_down = True
         out = self._core.data_to_send()
-        transport = self._transport
-        if transport is not None:
-            if out:
-                transport.write(out)
-            transport.close()
+        if out:
+            self._send(out)
+        if self._transport is not None:
+            self._transport.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

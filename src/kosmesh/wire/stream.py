@@ -219,9 +219,7 @@ class Stream:
             raise
         out = core.data_to_send()
         if out:
-            transport = conn._transport
-            if transport is not None:
-                transport.write(out)
+            conn._send(out)
         if core.next_timer < conn._timer_at:
             conn._arm_timer()
 
