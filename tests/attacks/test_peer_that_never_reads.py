@@ -3,11 +3,12 @@
 The attacker sends small gzip'd echo requests (about 2 KB each on the wire) whose answers are
 about 0.9 MB, and never reads a byte of them. The node used to queue every answer without
 limit (answers written without waiting for drain, yamux's queue uncapped), so its memory grew
-by an answer per request. Now the send queues are capped whatever the application does: a
-write that finds its stream's queue (``max_stream_write_buffer``) or its connection's
-(``max_write_buffer``) already full fails and resets the stream, so the attacker's streams are
-reset, the node's buffered-out bytes stay under the cap plus one answer, and honest peers'
-tasks still complete.
+by an answer per request. Now answers wait for the stream to drain: the KLP endpoint holds them
+(at most ``MAX_WAITING_ANSWERS`` per connection) and resets the stream of a peer that reads
+nothing; and whatever an application does, the wire's send queues are capped (a write that finds
+its stream's queue, ``max_stream_write_buffer``, or its connection's, ``max_write_buffer``,
+already full fails and resets the stream). So the attacker's streams are reset one after
+another, the node's buffered bytes stay bounded, and honest peers' tasks still complete.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from kosmesh import Node
 from kosmesh.identity import PeerId
 from kosmesh.klp import PROTOCOL_ID, KLPAddress, MessageType, build_message, encode_frame, encode_message
+from kosmesh.klp.endpoint import HIGH_WATER, MAX_WAITING_ANSWERS
 from kosmesh.wire.connection import ConnectionLimits, Stream
 from kosmesh.wire.host import Host
 from tests.attacks.conftest import rss_mb
@@ -71,6 +73,10 @@ async def test_answers_queued_for_a_peer_that_never_reads_stay_bounded(
     assert grown < 30, f"the node's memory grew by {grown:.0f} MiB for a peer that reads nothing"
     limits = ConnectionLimits()
     assert most_buffered_out <= limits.max_write_buffer + ANSWER_BYTES + 256 * 1024
-    assert len(streams) >= REQUESTS // 8  # the attacker's streams were reset, one after another
+    # the attacker's streams were reset, one after another: each held what fits below the high
+    # water mark plus what the endpoint holds for it
+    per_stream = (HIGH_WATER + MAX_WAITING_ANSWERS) // ANSWER_BYTES + 2
+    assert len(streams) >= REQUESTS // per_stream
+    assert target.klp.stats["not_reading"] >= len(streams) - 1
     reply = await honest.send_task(f"klp://{target.peer_id}/agents/echo", {"still": "served"})
     assert reply.status == "processed" and reply.result == {"still": "served"}

@@ -17,6 +17,7 @@ from kosmesh.agents import AgentError, Task
 from kosmesh.klp import Priority
 from kosmesh.node.config import NodeConfig
 from kosmesh.node.node import NodeError
+from tests.waiting import wait_for
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
@@ -394,3 +395,33 @@ async def test_failed_start_releases_the_home(tmp_path: Path) -> None:
             await broken.start()
     async with Node(tmp_path / "a", listen=LOOPBACK) as ok:
         assert ok.host.listen_addrs
+
+
+async def test_big_answers_for_a_slow_reader_wait_for_the_stream_to_drain_and_all_arrive(
+    nodes: tuple[Node, Node],
+) -> None:
+    """Eight 900 KB answers for a peer that stops reading for a while: far more than a stream may
+    queue (2 MiB), so they wait in the endpoint for the stream to drain, instead of being refused
+    or resetting the stream, and all arrive once the peer reads again."""
+    a, b = nodes
+    big = "y" * 900_000
+
+    async def big_answer(task: Task) -> str:  # a small request, a big answer, each in its own time
+        await asyncio.sleep(0.02 * task.data)  # a stagger, so each answer is written on its own
+        return big + str(task.data)
+
+    b.register_agent("big", big_answer)
+    conn = a.host.connection_to(b.peer_id)
+    assert conn is not None and conn._transport is not None
+    await a.send_task(f"klp://{b.peer_id}/agents/echo", "warm up")  # the KLP stream is open
+    done = b.klp.stats["processed"]
+    conn._transport.pause_reading()  # a reads nothing for now: to b, a slow reader
+    sending = [asyncio.ensure_future(a.send_task(f"klp://{b.peer_id}/agents/big", i, timeout=30)) for i in range(8)]
+    await wait_for(lambda: b.klp.stats["processed"] >= done + 8, timeout=20)
+    # held, not refused: more than a stream may queue waits in the endpoint for the stream to drain
+    await wait_for(lambda: sum(w.size for w in b.klp._waiting_answers.values()) > 2 * 1024 * 1024)
+    conn._transport.resume_reading()
+    replies = await asyncio.gather(*sending)
+    assert [r.status for r in replies] == ["processed"] * 8
+    assert [r.result for r in replies] == [big + str(i) for i in range(8)]
+    assert b.klp.stats["not_reading"] == 0

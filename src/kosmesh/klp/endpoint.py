@@ -19,6 +19,7 @@ import inspect
 import logging
 import time
 import types
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,6 +56,13 @@ _perf_counter = time.perf_counter
 
 STREAM_IDLE_TIMEOUT = 300.0
 MAX_IN_FLIGHT_PER_STREAM = 256
+# A stream holding more unsent bytes than this gets no more written to it until it drains: answers
+# (and requests) wait in the endpoint instead, where the bound below applies.
+HIGH_WATER = 512 * 1024
+# Answers waiting for one connection to read: past this its peer is not reading, and the stream is
+# reset; and for all connections together, past which the stream that adds more is reset.
+MAX_WAITING_ANSWERS = 8 * 1024 * 1024
+MAX_WAITING_ANSWERS_TOTAL = 64 * 1024 * 1024
 
 # What dispatching a request gives: a result at once (inline agents, refusals) or one to await;
 # None when no service handles the message's type.
@@ -128,6 +136,16 @@ class TaskReply:
     message_id: str
 
 
+class _WaitingAnswers:
+    """Answers held for one stream until it drains."""
+
+    __slots__ = ("frames", "size")
+
+    def __init__(self) -> None:
+        self.frames: deque[bytes] = deque()
+        self.size = 0
+
+
 class _Job:
     __slots__ = ("message", "received_at", "remote", "stream")
 
@@ -187,7 +205,13 @@ class KLPEndpoint(Service):
         self._on_message = on_message
         self._channels: dict[str, _Channel] = {}
         self._outbox: dict[Stream, list[bytes]] = {}
-        self.stats = {"received": 0, "rejected": 0, "deferred": 0, "processed": 0, "sent": 0, "rate_limited": 0}
+        self._waiting_answers: dict[Stream, _WaitingAnswers] = {}
+        self._waiting_by_connection: dict[str, int] = {}  # connection id -> bytes of answers held
+        self._waiting_total = 0
+        self.stats = {
+            "received": 0, "rejected": 0, "deferred": 0, "processed": 0, "sent": 0, "rate_limited": 0,
+            "not_reading": 0,
+        }  # fmt: skip
 
     # -- the service contract -----------------------------------------------------------
     def stream_handlers(self) -> dict[str, StreamHandler]:
@@ -406,14 +430,72 @@ class KLPEndpoint(Service):
         outbox, self._outbox = self._outbox, {}
         for stream, frames in outbox.items():
             if not stream.is_reset and not stream.connection.closed:
-                with contextlib.suppress(ConnectionError):
-                    stream.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                self._send_answers(stream, frames)
 
     def _respond(self, stream: Stream, request: KLPMessage, result: ProcessingResult) -> None:
         if stream.is_reset or stream.connection.closed:
             return
-        with contextlib.suppress(ConnectionError):
-            stream.write(self._answer_frame(request, result))
+        self._send_answers(stream, [self._answer_frame(request, result)])
+
+    def _send_answers(self, stream: Stream, frames: list[bytes]) -> None:
+        """Write answers while the stream holds less than HIGH_WATER unsent (one write, the usual
+        case), and hold the rest until it drains: a peer that reads slowly slows its own answers;
+        one that does not read at all loses the stream."""
+        waiting = self._waiting_answers.get(stream)
+        if waiting is None:
+            room = HIGH_WATER - stream.buffered_out
+            fit = 0
+            while fit < len(frames) and (room >= len(frames[fit]) or (fit == 0 and room == HIGH_WATER)):
+                room -= len(frames[fit])
+                fit += 1
+            if fit:
+                with contextlib.suppress(ConnectionError):  # a reset or closed stream: nobody to answer
+                    stream.write(frames[0] if fit == 1 else b"".join(frames[:fit]))
+            if fit == len(frames):
+                return
+            frames = frames[fit:]
+            waiting = self._waiting_answers[stream] = _WaitingAnswers()
+            task = asyncio.get_running_loop().create_task(self._drain_answers(stream, waiting))
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        waiting.frames.extend(frames)
+        self._hold(stream, waiting, sum(len(f) for f in frames))
+        connection_id = stream.connection.connection_id
+        held = self._waiting_by_connection[connection_id]
+        if held > MAX_WAITING_ANSWERS or self._waiting_total > MAX_WAITING_ANSWERS_TOTAL:
+            log.info("resetting a KLP stream from %s: %d bytes of answers held for a peer that does not read",
+                     stream.remote_peer_id, held)  # fmt: skip
+            self.stats["not_reading"] += 1
+            self._hold(stream, waiting, -waiting.size)
+            waiting.frames.clear()
+            stream.reset()
+
+    def _hold(self, stream: Stream, waiting: _WaitingAnswers, change: int) -> None:
+        """Count ``change`` bytes more (or fewer) of answers held for ``stream``."""
+        connection_id = stream.connection.connection_id
+        waiting.size += change
+        self._waiting_total += change
+        held = self._waiting_by_connection.get(connection_id, 0) + change
+        if held:
+            self._waiting_by_connection[connection_id] = held
+        else:
+            self._waiting_by_connection.pop(connection_id, None)
+
+    async def _drain_answers(self, stream: Stream, waiting: _WaitingAnswers) -> None:
+        try:
+            while waiting.frames:
+                await stream.drain()
+                while waiting.frames and (stream.buffered_out + len(waiting.frames[0]) <= HIGH_WATER
+                                          or not stream.buffered_out):  # fmt: skip
+                    data = waiting.frames.popleft()
+                    self._hold(stream, waiting, -len(data))
+                    stream.write(data)
+        except ConnectionError:
+            pass  # reset or closed: nobody left to answer
+        finally:
+            self._hold(stream, waiting, -waiting.size)
+            waiting.frames.clear()
+            self._waiting_answers.pop(stream, None)
 
     def _answer_frame(self, request: KLPMessage, result: ProcessingResult) -> bytes:
         """The signed answer; one too large to carry becomes a rejection that says so, not a silence."""
@@ -512,6 +594,18 @@ class KLPEndpoint(Service):
         await asyncio.gather(*workers, *(c.task for c in channels), return_exceptions=True)
 
 
+async def _until_drained(stream: Stream, deadline: asyncio.Future[KLPMessage]) -> None:
+    """Wait for ``stream`` to drain, or for ``deadline`` (the request's future) to fail first."""
+    draining = asyncio.ensure_future(stream.drain())
+    try:
+        await asyncio.wait((draining, deadline), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        draining.cancel()
+    if deadline.done():
+        deadline.result()  # raises the timeout
+    draining.result()
+
+
 class _Channel:
     """One outbound KLP stream with requests in flight, matched by correlation id.
 
@@ -546,7 +640,11 @@ class _Channel:
         # A bare timer, not asyncio.timeout(): on this per-request path it costs a third as much.
         timer = loop.call_later(timeout, _expire, fut, timeout)
         try:
-            self.stream.write(encode_frame(encode_message(message)))
+            frame = encode_frame(encode_message(message))
+            stream = self.stream
+            if stream.buffered_out and stream.buffered_out + len(frame) > HIGH_WATER:
+                await _until_drained(stream, fut)  # large requests wait their turn, not past the cap
+            stream.write(frame)
             return await fut
         except ConnectionError as exc:
             raise TaskError(f"connection lost: {exc}") from None

@@ -223,6 +223,11 @@ class Stream:
         if core.next_timer < conn._timer_at:
             conn._arm_timer()
 
+    @property
+    def buffered_out(self) -> int:
+        """Bytes written to this stream and not yet framed (waiting for the peer's window)."""
+        return self._conn._session.pending_send(self.stream_id)
+
     async def drain(self) -> None:
         """Wait until the queued data has been framed (the peer's window allowed it) and the
         socket's buffer is below its low-water mark."""
