@@ -199,6 +199,9 @@ async def test_slots_come_back_after_failures_and_closes(
         "established_outbound": 0,
         "addresses": 0,
         "refused": {},
+        "buffered_in": 0,
+        "buffered_out": 0,
+        "streams_refused": 0,
     }
 
 

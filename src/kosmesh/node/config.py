@@ -61,6 +61,13 @@ class WireConfig:
     max_pending_inbound: int = 128  # sockets still in their handshake, in total...
     max_pending_inbound_per_ip: int = 16  # ...and per address
     accept_backlog: int = 128  # the kernel's accept queue
+    max_streams: int = 1024  # per connection
+    stream_open_rate: float = 5000.0  # inbound streams a connection may open a second...
+    stream_open_burst: float = 256.0  # ...and at once; past it they are reset before any work
+    max_write_buffer: int = 4 * 1024 * 1024  # unsent bytes a connection may queue (a stream: half)
+    write_stall_timeout_s: float = 30.0  # a queue that makes no progress this long: reset or dropped
+    max_buffered_in: int = 16 * 1024 * 1024  # unread received bytes per connection
+    node_max_buffered_in: int = 128 * 1024 * 1024  # ...and on all connections together
 
 
 @dataclass(slots=True)
@@ -130,10 +137,15 @@ class NodeConfig:
             raise ConfigError("wire.dial_timeout_s, wire.probe_timeout_s and wire.handshake_timeout_s must be positive")
         if not 0 <= self.wire.reserved_outbound < self.wire.max_connections:
             raise ConfigError("wire.reserved_outbound must be at least 0 and below wire.max_connections")
-        wire_caps = ("max_inbound_per_ip", "max_pending_inbound", "max_pending_inbound_per_ip", "accept_backlog")
+        wire_caps = ("max_inbound_per_ip", "max_pending_inbound", "max_pending_inbound_per_ip", "accept_backlog",
+                     "max_streams", "stream_open_rate", "stream_open_burst", "write_stall_timeout_s")  # fmt: skip
         for name in wire_caps:
-            if getattr(self.wire, name) < 1:
+            if not getattr(self.wire, name) > 0:
                 raise ConfigError(f"wire.{name} must be positive")
+        if self.wire.max_write_buffer < 2 or self.wire.max_buffered_in < 1:
+            raise ConfigError("wire.max_write_buffer and wire.max_buffered_in must be positive")
+        if self.wire.node_max_buffered_in < 64 * 1024:
+            raise ConfigError("wire.node_max_buffered_in must be at least 65536 bytes")
         if not 0 < self.redial.min_s <= self.redial.max_s:
             raise ConfigError("redial.min_s must be positive and at most redial.max_s")
         if self.redial.give_up_s < 0:
@@ -230,6 +242,14 @@ max_inbound_per_ip = {cfg.wire.max_inbound_per_ip}        # per IPv4 address or 
 max_pending_inbound = {cfg.wire.max_pending_inbound}      # handshakes in progress, in total
 max_pending_inbound_per_ip = {cfg.wire.max_pending_inbound_per_ip} # ...and per address
 accept_backlog = {cfg.wire.accept_backlog}           # the kernel's accept queue
+# Memory a remote can make the node hold: writes wait for drain, and these caps hold whatever it does.
+max_streams = {cfg.wire.max_streams}             # per connection
+stream_open_rate = {cfg.wire.stream_open_rate}     # inbound streams per second a connection may open...
+stream_open_burst = {cfg.wire.stream_open_burst}     # ...and at once; more are reset before any work
+max_write_buffer = {cfg.wire.max_write_buffer}   # unsent bytes per connection (per stream: half)
+write_stall_timeout_s = {cfg.wire.write_stall_timeout_s}  # a send queue stuck this long: reset, or dropped
+max_buffered_in = {cfg.wire.max_buffered_in}    # unread received bytes per connection...
+node_max_buffered_in = {cfg.wire.node_max_buffered_in}  # ...and on all connections together
 
 [redial]   # seeds and peers we dialed are redialed when their connection drops
 min_s = {cfg.redial.min_s}

@@ -108,6 +108,13 @@ class Node:
             keepalive_interval=wire.keepalive_interval_s,
             idle_timeout=wire.idle_timeout_s,
             handshake_timeout=wire.handshake_timeout_s,
+            max_streams=wire.max_streams,
+            stream_open_rate=wire.stream_open_rate,
+            stream_open_burst=wire.stream_open_burst,
+            max_write_buffer=wire.max_write_buffer,
+            max_stream_write_buffer=wire.max_write_buffer // 2,
+            write_stall_timeout=wire.write_stall_timeout_s,
+            max_buffered_in=wire.max_buffered_in,
         )
         self.host = Host(
             self.identity,
@@ -120,6 +127,7 @@ class Node:
                 max_pending_inbound_per_ip=wire.max_pending_inbound_per_ip,
                 accept_backlog=wire.accept_backlog,
                 dial_timeout=wire.dial_timeout_s,
+                max_buffered_in=wire.node_max_buffered_in,
                 connection=limits,
             ),
         )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
-from kosmesh.wire.buffers import BufferBudget
+from kosmesh.wire.buffers import DEFAULT_NODE_MAX_BUFFERED_IN, BufferBudget
 from kosmesh.wire.connection import (
     Connection,
     ConnectionClosedError,
@@ -68,6 +68,8 @@ class HostLimits:
     max_pending_inbound_per_ip: int = 16  # ... and per address
     accept_backlog: int = 128  # the kernel's accept queue (sockets there are not ours yet)
     dial_timeout: float = 10.0
+    # unread inbound bytes on all connections together (each connection has its own cap too)
+    max_buffered_in: int = DEFAULT_NODE_MAX_BUFFERED_IN
     connection: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
@@ -119,7 +121,8 @@ class Host:
         self.peer_id = PeerId.from_public_key(identity.public_key)
         self.agent_version = agent_version  # what identify tells peers we run
         self.limits = limits = limits or HostLimits()
-        self.buffers = BufferBudget()  # node-wide totals of buffered bytes, shared by every connection
+        # node-wide totals of buffered bytes, shared by every connection
+        self.buffers = BufferBudget(limits.max_buffered_in)
         self._slots = ConnectionSlots(
             max_connections=limits.max_connections,
             reserved_outbound=limits.reserved_outbound,
@@ -409,7 +412,13 @@ class Host:
 
     def describe(self) -> dict[str, Any]:
         """Slots in use and sockets refused (JSON-ready), for status views."""
-        return {**self._slots.describe(), "refused": dict(self.refused)}
+        return {
+            **self._slots.describe(),
+            "refused": dict(self.refused),
+            "buffered_in": self.buffers.buffered_in,
+            "buffered_out": self.buffers.buffered_out,
+            "streams_refused": sum(c.streams_refused for c in self.connections),
+        }
 
     # -- lifecycle ---------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
