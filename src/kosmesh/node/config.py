@@ -120,11 +120,12 @@ class NodeConfig:
                 raise ConfigError(f"trust score for {peer} must be between 0 and 10")
         if self.klp.workers < 1 or self.klp.queue_capacity < 1:
             raise ConfigError("klp.workers and klp.queue_capacity must be positive")
-        k = self.klp
-        rates = (k.peer_messages_per_s, k.peer_message_burst, k.peer_bytes_per_s, k.peer_byte_burst,
-                 k.peer_cpu_per_s, k.peer_cpu_burst)  # fmt: skip
-        if min(rates) <= 0 or k.trusted_peer_multiplier < 1:
-            raise ConfigError("klp.peer_* rates and bursts must be positive, klp.trusted_peer_multiplier at least 1")
+        for name in ("peer_messages_per_s", "peer_message_burst", "peer_bytes_per_s", "peer_byte_burst",
+                     "peer_cpu_per_s", "peer_cpu_burst"):  # fmt: skip
+            if not getattr(self.klp, name) > 0:
+                raise ConfigError(f"klp.{name} must be positive")
+        if not self.klp.trusted_peer_multiplier >= 1:
+            raise ConfigError("klp.trusted_peer_multiplier must be at least 1")
         if self.klp.max_clock_skew_s < 0 or self.klp.max_future_skew_s < 0:
             raise ConfigError("klp.max_clock_skew_s and klp.max_future_skew_s must not be negative")
         if not 0 <= self.klp.min_trust_for_tasks <= 10:
@@ -150,13 +151,11 @@ class NodeConfig:
             raise ConfigError("redial.min_s must be positive and at most redial.max_s")
         if self.redial.give_up_s < 0:
             raise ConfigError("redial.give_up_s must not be negative")
-        st = self.storage
-        if min(st.tasks_max_rows, st.messages_max_rows, st.connections_max_rows, st.peers_max_rows) < 1:
-            raise ConfigError("storage.*_max_rows must be at least 1")
-        if min(st.tasks_max_age_days, st.messages_max_age_days, st.connections_max_age_days) <= 0:
-            raise ConfigError("storage.*_max_age_days must be positive")
-        if st.retention_interval_s <= 0:
-            raise ConfigError("storage.retention_interval_s must be positive")
+        for name in ("tasks_max_rows", "messages_max_rows", "connections_max_rows", "peers_max_rows",
+                     "tasks_max_age_days", "messages_max_age_days", "connections_max_age_days",
+                     "retention_interval_s"):  # fmt: skip
+            if not getattr(self.storage, name) > 0:
+                raise ConfigError(f"storage.{name} must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
