@@ -85,11 +85,13 @@ def build_app(node: Node, token: str, on_shutdown: Callable[[], None] | None = N
         if not isinstance(addr, str):
             raise NodeError("multiaddr is required")
         conn = await node.connect(addr)
+        pinned = next((a for a, p in node.peer_book.pins.items() if p == str(conn.remote_peer_id)), None)
         return JSONResponse(
             {
                 "peer_id": str(conn.remote_peer_id),
                 "connection_id": conn.connection_id,
                 "trust_score": node.trust_score(conn.remote_peer_id),
+                "pinned_address": pinned if "/p2p/" not in addr else None,
             }
         )
 

@@ -194,6 +194,9 @@ def connect(multiaddr: Annotated[str, typer.Argument(help="/ip4/…/tcp/…/p2p/
     out.print(line("Connected to peer: ", data["peer_id"]))
     out.print(line("Connection ID: ", data["connection_id"]))
     out.print(line("Trust Score: ", data["trust_score"]))
+    if data.get("pinned_address"):
+        warning = "warning: no /p2p/ in the address: accepted the peer that answered on first use, pinned to "
+        err.print(line(warning, data["pinned_address"]))
 
 
 @app.command()
@@ -204,7 +207,7 @@ def peers(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
         emit_json(data)
         return
     table = Table(title="Federated Peer Status")
-    for col in ("peer id", "status", "trust", "role", "capabilities", "last seen"):
+    for col in ("peer id", "status", "trust", "role", "capabilities", "last seen", "pinned (first use)"):
         table.add_column(col)
     for p in data:
         colour = "green" if p["status"] == "connected" else "dim"
@@ -216,9 +219,15 @@ def peers(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
                 p["role"] or "?",
                 ", ".join(map(str, p["capabilities"])) or "-",
                 p["last_seen"],
+                p.get("pinned_address") or "",
             ),
         )
     out.print(table)
+    if any(p.get("pinned_address") for p in data):
+        out.print(
+            "pinned: first met at an address given without /p2p/; another key answering there is refused",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -7,15 +7,18 @@ warning), `kosmesh peers` shows the pin, and another key at that address is refu
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 
 from kosmesh import Node
+from kosmesh.cli.process import NodeProcess
 from kosmesh.discovery.redial_service import RedialService
 from kosmesh.node.config import NodeConfig, RedialConfig
 from kosmesh.node.node import NodeError
+from tests.cli.commands import kosmesh
 from tests.waiting import wait_for
 
 
@@ -81,3 +84,22 @@ async def test_a_seed_without_peer_id_is_pinned_and_an_impostor_there_is_never_a
             await wait_for(lambda: b.host.connection_to(seed.peer_id), timeout=10)
     finally:
         await seed.stop()
+
+
+@pytest.mark.multiprocess
+def test_the_cli_warns_when_it_pins_and_peers_shows_the_pin(tmp_path: Path) -> None:
+    a, b = NodeProcess(tmp_path / "a"), NodeProcess(tmp_path / "b")
+    try:
+        a.start()
+        b.start()
+        addr = b.addrs[0].split("/p2p/")[0]
+        done = kosmesh(a.home, "connect", addr)
+        assert done.returncode == 0, done.stderr
+        assert "warning: no /p2p/" in done.stderr and addr in done.stderr
+        (entry,) = [p for p in json.loads(kosmesh(a.home, "peers", "--json").stdout) if p["peer_id"] == b.peer_id]
+        assert entry["pinned_address"] == addr
+        table = kosmesh(a.home, "peers").stdout
+        assert "pinned (first use)" in table and "another key answering there is refused" in table
+    finally:
+        a.stop()
+        b.stop()
