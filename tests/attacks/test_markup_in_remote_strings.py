@@ -20,6 +20,7 @@ import pytest
 from kosmesh import Node
 from kosmesh.agents import AgentError, Task
 from kosmesh.cli.process import NodeProcess
+from kosmesh.klp.record_exchange import RecordExchangeService
 from tests.attacks.conftest import LOOPBACK
 from tests.cli.commands import kosmesh
 
@@ -29,6 +30,7 @@ MARKUP = ["[/x]", "[bold red]boom", "[link=https://evil.example]click[/link]", "
 ESCAPES = ["\x1b]0;owned\x07title", "\x1b[2Jcleared", "\u202eright-to-left"]
 RESULT = {"text": "[/x] [bold red]boom [/]", "nested": ["[blink]", "\x1b[31mred"]}
 REASON = "[/reason] [bold]no[/bold] \x1b[2J"
+ROLE = "[/role]\x1b[2J"  # what the hostile node says it is, in its record
 
 
 @pytest.fixture
@@ -67,6 +69,9 @@ async def hostile(tmp_path: Path, target: NodeProcess) -> AsyncIterator[Node]:
 
         node.register_agent("markup", answers_with_markup, capabilities=[*MARKUP, *ESCAPES])
         node.register_agent("refuser", refuses_with_markup)
+        records = node.driver.get(RecordExchangeService)
+        honest_record = records.record
+        records.record = lambda: {**honest_record(), "role": ROLE}  # a node that lies about its role
         await node.connect(target.addrs[0])
 
         async def target_has_my_record() -> bool:
@@ -82,7 +87,7 @@ async def test_peers_prints_capabilities_literally(target: NodeProcess, hostile:
     code, out, err = await cli(target, "peers")
     assert (code, err) == (0, ""), err
     assert str(hostile.peer_id) in out
-    assert_printed_literally(out, *MARKUP, *ESCAPES)
+    assert_printed_literally(out, *MARKUP, *ESCAPES, ROLE)
     code, out, err = await cli(target, "status")  # the connection to the hostile peer
     assert (code, err) == (0, ""), err
     assert str(hostile.peer_id) in out
