@@ -21,7 +21,6 @@ import time
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from kosmesh.identity import Ed25519PrivateKey, PeerId
@@ -46,19 +45,21 @@ from kosmesh.klp import (
     make_response,
     parse_response,
 )
+from kosmesh.klp.budgets import PeerBudget, RateLimits
+from kosmesh.klp.channel import HIGH_WATER, Channel, TaskError, TaskReply, TaskTimeout
 from kosmesh.wire.connection import Connection, Stream
 from kosmesh.wire.ratelimit import BucketTable
 from kosmesh.wire.service import Service, StreamHandler
+
+__all__ = ["HIGH_WATER", "KLPEndpoint", "RateLimits", "TaskError", "TaskReply", "TaskTimeout"]
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic  # the event loop's clock
 _perf_counter = time.perf_counter
 
 STREAM_IDLE_TIMEOUT = 300.0
-MAX_IN_FLIGHT_PER_STREAM = 256
-# A stream holding more unsent bytes than this gets no more written to it until it drains: answers
-# (and requests) wait in the endpoint instead, where the bound below applies.
-HIGH_WATER = 512 * 1024
+# A stream holding more unsent bytes than HIGH_WATER gets no more answers written to it until it
+# drains: they wait in the endpoint instead, where the bounds below apply.
 # Answers waiting for one connection to read: past this its peer is not reading, and the stream is
 # reset; and for all connections together, past which the stream that adds more is reset.
 MAX_WAITING_ANSWERS = 8 * 1024 * 1024
@@ -74,66 +75,6 @@ Recorder = Callable[[KLPMessage, ProcessingResult, float, Callable[[BaseExceptio
 # Told of every inbound message the endpoint refused or handled: the authenticated peer it came from,
 # the message (None if it could not be authenticated), status and reason.
 MessageObserver = Callable[[PeerId, KLPMessage | None, str, str | None], None]
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimits:
-    """What one peer may make this node do, per second and in a burst, before it is answered
-    ``deferred``: messages, bytes, and the CPU seconds its messages actually cost (measured, so a
-    message that is expensive to refuse counts for what it cost). A peer this node trusts at least
-    ``trusted_from`` gets ``trusted_multiplier`` times as much."""
-
-    messages_per_s: float = 2_000.0
-    message_burst: float = 4_000.0
-    bytes_per_s: float = 32 * 1024 * 1024
-    byte_burst: float = 64 * 1024 * 1024
-    cpu_per_s: float = 0.25  # a quarter of a core
-    cpu_burst: float = 0.5
-    trusted_from: float = 8.0
-    trusted_multiplier: float = 10.0
-    # A sender that keeps going once deferred has its stream reset: this many deferrals a second.
-    deferrals_per_s: float = 200.0
-    deferral_burst: float = 1_000.0
-
-
-class _PeerBudget:
-    """One set of per-peer token buckets (messages, bytes, CPU seconds), at a given scale."""
-
-    __slots__ = ("bytes", "cpu", "messages")
-
-    def __init__(self, limits: RateLimits, scale: float) -> None:
-        self.messages: BucketTable[PeerId] = BucketTable(limits.messages_per_s * scale, limits.message_burst * scale)
-        self.bytes: BucketTable[PeerId] = BucketTable(limits.bytes_per_s * scale, limits.byte_burst * scale)
-        self.cpu: BucketTable[PeerId] = BucketTable(limits.cpu_per_s * scale, limits.cpu_burst * scale)
-
-    def admit(self, peer: PeerId, now: float, size: int) -> float:
-        """0.0 if ``peer`` may send one more message of ``size`` bytes now, else the seconds to wait."""
-        return (
-            self.messages.take(peer, now)
-            or self.bytes.take(peer, now, size)
-            or self.cpu.bucket(peer, now).wait(now)
-        )
-
-
-class TaskError(Exception):
-    """A task could not be delivered or answered (timeout, no connection, bad response)."""
-
-
-class TaskTimeout(TaskError):
-    """No answer in time: the peer may be slow, or the connection may be silently stalled."""
-
-
-@dataclass(frozen=True, slots=True)
-class TaskReply:
-    """The verified answer to a request."""
-
-    status: str
-    reason: str | None
-    retry_after: float | None
-    result: Any
-    responder: str
-    rtt_ms: float
-    message_id: str
 
 
 class _WaitingAnswers:
@@ -154,11 +95,6 @@ class _Job:
         self.stream = stream
         self.remote = stream.remote_peer_id
         self.received_at = received_at
-
-
-def _expire(fut: asyncio.Future[KLPMessage], timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(TaskTimeout(f"no response within {timeout:g}s"))
 
 
 def _close_unstarted(coro: types.CoroutineType[Any, Any, Any]) -> None:
@@ -194,8 +130,8 @@ class KLPEndpoint(Service):
         self._record = record
         limits = limits or RateLimits()
         self.limits = limits
-        self._budget = _PeerBudget(limits, 1.0)
-        self._trusted_budget = _PeerBudget(limits, limits.trusted_multiplier)
+        self._budget = PeerBudget(limits, 1.0)
+        self._trusted_budget = PeerBudget(limits, limits.trusted_multiplier)
         self._deferral_rate: BucketTable[PeerId] = BucketTable(limits.deferrals_per_s, limits.deferral_burst)
         self._queue: PriorityQueue[_Job] = PriorityQueue(queue_capacity)
         self._max_workers = workers
@@ -203,7 +139,7 @@ class KLPEndpoint(Service):
         self._workers: set[asyncio.Task[None]] = set()
         self._default_ttl = default_ttl
         self._on_message = on_message
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Channel] = {}
         self._outbox: dict[Stream, list[bytes]] = {}
         self._waiting_answers: dict[Stream, _WaitingAnswers] = {}
         self._waiting_by_connection: dict[str, int] = {}  # connection id -> bytes of answers held
@@ -573,14 +509,14 @@ class KLPEndpoint(Service):
             message_id=message.metadata.message_id,
         )
 
-    async def _open_channel(self, conn: Connection) -> _Channel:
+    async def _open_channel(self, conn: Connection) -> Channel:
         stream = await conn.open_stream(PROTOCOL_ID)
-        channel = _Channel(stream, self.processor, conn.remote_peer_id)
+        channel = Channel(stream, self.processor, conn.remote_peer_id)
         self._channels[conn.connection_id] = channel
         channel.task.add_done_callback(lambda _t: self._forget_channel(conn.connection_id, channel))
         return channel
 
-    def _forget_channel(self, connection_id: str, channel: _Channel) -> None:
+    def _forget_channel(self, connection_id: str, channel: Channel) -> None:
         if self._channels.get(connection_id) is channel:
             del self._channels[connection_id]
 
@@ -594,106 +530,3 @@ class KLPEndpoint(Service):
         await asyncio.gather(*workers, *(c.task for c in channels), return_exceptions=True)
 
 
-async def _until_drained(stream: Stream, deadline: asyncio.Future[KLPMessage]) -> None:
-    """Wait for ``stream`` to drain, or for ``deadline`` (the request's future) to fail first."""
-    draining = asyncio.ensure_future(stream.drain())
-    try:
-        await asyncio.wait((draining, deadline), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        draining.cancel()
-    if deadline.done():
-        deadline.result()  # raises the timeout
-    draining.result()
-
-
-class _Channel:
-    """One outbound KLP stream with requests in flight, matched by correlation id.
-
-    Responses are verified and matched from the stream's receive callback; ``task`` is a
-    future that completes (or is cancelled, to shut the channel down) when the stream ends.
-    """
-
-    def __init__(self, stream: Stream, processor: KLPProcessor, remote: PeerId) -> None:
-        self.stream = stream
-        self._processor = processor
-        self._remote = remote
-        self._waiting: dict[str, asyncio.Future[KLPMessage]] = {}
-        self._closed = False
-        self._reader = FrameReader(max_frame=processor.max_message_bytes)
-        self.task: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.task.add_done_callback(self._on_done)
-        stream.set_receiver(self._on_data, self._on_eof)
-
-    @property
-    def usable(self) -> bool:
-        return not self._closed and not self.stream.is_reset
-
-    async def call(self, message: KLPMessage, timeout: float) -> KLPMessage:
-        if len(self._waiting) >= MAX_IN_FLIGHT_PER_STREAM:
-            raise TaskError("too many requests in flight to this peer")
-        if self._closed:
-            raise TaskError("the KLP stream to this peer is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[KLPMessage] = loop.create_future()
-        message_id = message.metadata.message_id
-        self._waiting[message_id] = fut
-        # A bare timer, not asyncio.timeout(): on this per-request path it costs a third as much.
-        timer = loop.call_later(timeout, _expire, fut, timeout)
-        try:
-            frame = encode_frame(encode_message(message))
-            stream = self.stream
-            if stream.buffered_out and stream.buffered_out + len(frame) > HIGH_WATER:
-                await _until_drained(stream, fut)  # large requests wait their turn, not past the cap
-            stream.write(frame)
-            return await fut
-        except ConnectionError as exc:
-            raise TaskError(f"connection lost: {exc}") from None
-        finally:
-            timer.cancel()
-            self._waiting.pop(message_id, None)
-
-    def _on_data(self, chunk: bytes) -> None:
-        try:
-            frames = self._reader.receive_data(chunk)
-        except FramingError as exc:
-            self._finish(TaskError(f"KLP stream failed: {exc}"))
-            self.stream.reset()
-            return
-        for raw in frames:
-            self._deliver(raw)
-
-    def _on_eof(self) -> None:
-        if self.stream.is_reset:
-            self._finish(TaskError("KLP stream failed: the stream was reset"))
-        elif self.stream.connection.closed:
-            self._finish(TaskError(f"KLP stream failed: {self.stream.connection.close_reason or 'connection closed'}"))
-        else:
-            self._finish(TaskError("peer closed the KLP stream"))
-
-    def _finish(self, error: Exception) -> None:
-        if not self.task.done():
-            self._fail_waiting(error)
-            self.task.set_result(None)
-
-    def _on_done(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():  # shut down locally
-            self._fail_waiting(TaskError("peer closed the KLP stream"))
-            self.stream.set_receiver(None)
-
-    def _fail_waiting(self, error: Exception) -> None:
-        self._closed = True
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(error)
-
-    def _deliver(self, raw: bytes) -> None:
-        verdict = self._processor.check_response(raw, time.time(), self._remote)
-        if not isinstance(verdict, Accepted):
-            log.info("discarding response from %s: %s", self._remote, verdict.reason)
-            return
-        message = verdict.message
-        if message.metadata.correlation_id is None:
-            return
-        fut = self._waiting.get(message.metadata.correlation_id)
-        if fut is not None and not fut.done():
-            fut.set_result(message)
