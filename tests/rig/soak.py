@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import queue
 import shlex
 import signal
@@ -40,19 +39,28 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
-from rich.table import Table
 
 from kosmesh.cli.process import NodeProcess, NodeProcessError
 from tests.rig import faults
-from tests.rig.load import latency_stats, percentile, straggler_bound_s
+from tests.rig.attack_report import add_probe, attack_phases, compare_runs, render_attacks, victim_task_samples
+from tests.rig.load import straggler_bound_s
 from tests.rig.netns import Host, Rig, RigError, RigUnavailable, check_available
 from tests.rig.nodes import start_nodes
+from tests.rig.soak_report import (
+    HostRun,
+    assemble_report,
+    fmt_mb,
+    fmt_ms,
+    read_cpu_s,
+    read_fds,
+    read_rss_kib,
+    render_report,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -61,10 +69,8 @@ READY_TIMEOUT_S = 60.0
 CLIENT_GRACE_S = 15.0  # after its own bound, a load client gets this long to print its summary
 CLIENT_STOP_S = 5.0  # a load client told to stop early gets this long to print its summary
 RSS_EVERY_S = 5.0
-KIB_PER_MB = 1024
 ATTACKER, PINGER = -1, -2  # event sources besides the load clients (which are 0..hosts-1)
 USAGE_EVERY_S = 1.0  # with --attacker: every node's RSS, fds and CPU this often
-COUNTS = ("offered", "sent", "unsent", "late", "completed", "retried", "failed", "stragglers", "lost")
 
 
 class _Stop(Exception):
@@ -77,268 +83,6 @@ class _Deadline(_Stop):
 
 def _raise_stop(signum: int, frame: object) -> None:
     raise _Deadline if signum == signal.SIGALRM else _Stop
-
-
-def read_fds(pid: int) -> int | None:
-    """Open file descriptors of a live process; None once it is gone."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-
-
-def read_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a live process; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-        return None
-
-
-def read_rss_kib(pid: int) -> int | None:
-    """VmRSS of a live process in KiB; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-        return None
-    return None
-
-
-@dataclass
-class HostRun:
-    """One host's node and load client, as the soak saw them."""
-
-    name: str
-    peer_id: str = ""
-    node_pid: int | None = None
-    rss_samples: list[tuple[float, int | None]] = field(default_factory=list)  # (seconds since go, KiB)
-    alive_at_end: bool | None = None
-    node_exit_code: int | None = None
-    ready: dict[str, Any] | None = None
-    progress: dict[str, Any] | None = None
-    summary: dict[str, Any] | None = None
-    client_exit_code: int | None = None
-    client_output_done: bool = False  # its stdout reached EOF: nothing more will come
-    client_stderr: list[str] = field(default_factory=list)
-    restarts: int = 0  # kill -9 and restart from its home; RSS samples then come from the new process
-    # (seconds since go, RSS KiB, open fds, CPU seconds used), with --attacker: every VICTIM_EVERY_S
-    usage: list[tuple[float, int | None, int | None, float | None]] = field(default_factory=list)
-
-
-def _rss_view(samples: list[tuple[float, int | None]]) -> dict[str, Any]:
-    values = [kib for _, kib in samples if kib is not None]
-    if not values:
-        return {"start_kib": None, "end_kib": None, "max_kib": None, "growth_kib": None, "samples": len(samples)}
-    return {
-        "start_kib": values[0],
-        "end_kib": values[-1],
-        "max_kib": max(values),
-        "growth_kib": values[-1] - values[0],
-        "samples": len(samples),
-    }
-
-
-def _host_problems(run: HostRun) -> list[str]:
-    problems = []
-    if run.alive_at_end is False:
-        problems.append(f"{run.name}: node died (exit code {run.node_exit_code})")
-    if run.summary is None:
-        problems.append(f"{run.name}: load client gave no summary (exit code {run.client_exit_code})")
-    else:
-        if run.summary.get("stopped_early"):
-            in_flight = run.summary["stragglers"]
-            detail = f" ({in_flight} in flight, counted lost)" if in_flight else ""
-            problems.append(f"{run.name}: load stopped early{detail}")
-        if run.summary["lost"]:
-            problems.append(f"{run.name}: {run.summary['lost']} tasks lost")
-    if run.ready and run.ready.get("connect_errors"):
-        problems.append(f"{run.name}: could not dial {len(run.ready['connect_errors'])} peers")
-    return problems
-
-
-def assemble_report(
-    config: dict[str, Any],
-    runs: list[HostRun],
-    *,
-    setup_s: float | None,
-    teardown_s: float | None,
-    stop_all_s: float | None = None,
-    leftovers: list[str] | None,
-    deadline_hit: bool,
-    stopped_by_signal: bool,
-    failure: str | None = None,
-) -> dict[str, Any]:
-    """The whole report as plain JSON-ready data; ``verdict.ok`` is what the exit code follows."""
-    nodes = []
-    latencies: list[float] = []
-    totals: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
-    throughput = 0.0
-    for run in runs:
-        load = dict(run.summary) if run.summary is not None else None
-        if load is not None:
-            latencies.extend(load.pop("latencies_ms", []))
-            load.pop("event", None)
-            for key in COUNTS:
-                totals[key] += int(load.get(key, 0))
-            errors.update(load.get("errors", {}))
-            throughput += float(load.get("throughput_per_s", 0.0))
-        elif run.progress is not None:  # no summary: whatever was sent but not seen completing is lost
-            totals["sent"] += int(run.progress.get("sent", 0))
-            totals["completed"] += int(run.progress.get("completed", 0))
-            totals["lost"] += int(run.progress.get("sent", 0)) - int(run.progress.get("completed", 0))
-        nodes.append(
-            {
-                "host": run.name,
-                "peer_id": run.peer_id,
-                "alive_at_end": run.alive_at_end,
-                "restarts": run.restarts,
-                "node_exit_code": run.node_exit_code,
-                "connect_errors": (run.ready or {}).get("connect_errors", []),
-                "load": load,
-                "last_progress": run.progress if load is None else None,
-                "client_stderr_tail": run.client_stderr[-10:] if load is None else [],
-                "rss": _rss_view(run.rss_samples),
-                "rss_samples": [[round(t, 1), kib] for t, kib in run.rss_samples],
-            }
-        )
-    problems = [problem for run in runs for problem in _host_problems(run)]
-    if failure:
-        problems.insert(0, failure)
-    if deadline_hit:
-        problems.append("the hard deadline passed before the load finished")
-    if stopped_by_signal:
-        problems.append("stopped by a signal before the load finished")
-    if leftovers is None:
-        problems.append("leftovers were not checked")
-    elif leftovers:
-        problems.append(f"left behind: {', '.join(leftovers)}")
-    if not runs:
-        problems.append("no load ran")
-    return {
-        "config": config,
-        "rig": {
-            "hosts": config.get("hosts"),
-            "setup_s": setup_s,
-            "teardown_s": teardown_s,
-            "stop_all_s": stop_all_s,  # clients, delayers, nodes and the rig
-            "leftovers": leftovers,
-        },
-        "nodes": nodes,
-        "totals": {
-            **{key: totals[key] for key in COUNTS},
-            "load_held": bool(runs) and all(run.summary is not None for run in runs) and totals["unsent"] == 0,
-            "errors": dict(errors.most_common()),
-            "latency_ms": latency_stats(latencies),
-            "throughput_per_s": round(throughput, 3),
-        },
-        "verdict": {"ok": not problems, "problems": problems},
-    }
-
-
-def _mb(kib: int | None) -> str:
-    return "-" if kib is None else f"{kib / KIB_PER_MB:.1f}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def render_report(report: dict[str, Any], console: Console) -> None:
-    """A table per node plus totals, the errors, the rig's times and the verdict."""
-    config = report["config"]
-    table = Table(
-        title=f"Soak: {config['hosts']} hosts x {config['clients']} clients x {config['rate']:g} tasks/s "
-        f"for {config['seconds']:g} s, {config['loss']}% loss, {config['delay_ms']:g} ms delay"
-        + (f", a {config['partition_s']:g} s cut every {config['partition_every_s']:g} s"
-           if config.get("partition_every_s") else "")
-        + (f", a kill -9 every {config['kill_every_s']:g} s" if config.get("kill_every_s") else "")
-    )
-    for column in ("node", "sent", "completed", "lost", "retried", "late", "p50 ms", "p99 ms", "max ms", "tasks/s",
-                   "RSS MB start→end", "growth MB", "alive"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("node", "RSS MB start→end") else "right")
-    for node in report["nodes"]:
-        load = node["load"] or {}
-        progress = node["last_progress"] or {}
-        latency = load.get("latency_ms", {})
-        rss = node["rss"]
-        lost = load.get("lost", progress.get("sent", 0) - progress.get("completed", 0) if progress else "?")
-        table.add_row(
-            node["host"], str(load.get("sent", progress.get("sent", "?"))),
-            str(load.get("completed", progress.get("completed", "?"))), str(lost), str(load.get("retried", "-")),
-            str(load.get("late", "-")), _ms(latency.get("p50")), _ms(latency.get("p99")), _ms(latency.get("max")),
-            f"{load['throughput_per_s']:.1f}" if load else "-", f"{_mb(rss['start_kib'])}→{_mb(rss['end_kib'])}",
-            _mb(rss["growth_kib"]), {True: "yes", False: "[red]DIED[/]", None: "?"}[node["alive_at_end"]],
-        )  # fmt: skip
-    totals = report["totals"]
-    latency = totals["latency_ms"]
-    table.add_section()
-    table.add_row(
-        "total", str(totals["sent"]), str(totals["completed"]), str(totals["lost"]), str(totals["retried"]),
-        str(totals["late"]), _ms(latency["p50"]), _ms(latency["p99"]), _ms(latency["max"]),
-        f"{totals['throughput_per_s']:.1f}", "", "", "",
-    )  # fmt: skip
-    console.print(table)
-    held = "yes" if totals["load_held"] else f"NO ({totals['unsent']} of {totals['offered']} offered never sent)"
-    console.print(f"offered {totals['offered']}, load held: {held}, started late: {totals['late']}", highlight=False)
-    if config.get("kills"):
-        kills = ", ".join(f"{k['host']} at {k['killed_at_s']:g} s (back in {k['back_after_s']} s)"
-                          for k in config["kills"])  # fmt: skip
-        console.print(f"kill -9 and restart: {kills}", highlight=False)
-    if config.get("partitions"):
-        cuts = ", ".join(f"{c['host']} {c['cut_at_s']:g} to {c['healed_at_s'] or '?'} s" for c in config["partitions"])
-        console.print(f"partitions: {cuts}", highlight=False)
-    if totals["errors"]:
-        console.print("errors (failed attempts, including ones a retry then fixed):")
-        for message, count in totals["errors"].items():
-            console.print(f"  {count:>6} x {message}", highlight=False, markup=False)
-    else:
-        console.print("errors: none")
-    rig = report["rig"]
-    setup = "-" if rig["setup_s"] is None else f"{rig['setup_s']:.3f} s"
-    teardown = "-" if rig["teardown_s"] is None else f"{rig['teardown_s']:.3f} s"
-    stop_all = "-" if rig["stop_all_s"] is None else f"{rig['stop_all_s']:.3f} s"
-    left = "not checked" if rig["leftovers"] is None else (", ".join(rig["leftovers"]) or "nothing")
-    console.print(
-        f"rig setup {setup}, teardown {teardown} (stopping everything: {stop_all}); left behind: {left}",
-        highlight=False,
-    )
-    verdict = report["verdict"]
-    if verdict["ok"]:
-        console.print("[green]OK[/]: nothing lost, every node alive, nothing left behind")
-    else:
-        console.print("[red]FAILED[/]: " + "; ".join(verdict["problems"]), highlight=False)
-    console.print(f"reproduce: {config['command']}", highlight=False, markup=False)
-
-
-def render_attacks(report: dict[str, Any], console: Console) -> None:
-    """The attacked run's cost, attack by attack, as the victim h1 and its honest peers saw it."""
-    probe = report.get("probe") or {}
-    table = Table(title="Attacks on h1, in turn (costs measured on h1; ping and tasks from honest peers)")
-    for column in ("attack", "what the node answered", "RSS MB max", "fds max", "CPU %", "ping p50/p99 ms",
-                   "missed pings", "honest tasks p99 ms"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("attack", "what the node answered") else "right")
-    for phase in report.get("attacks", []):
-        stats = ", ".join(f"{k} {v}" for k, v in sorted(phase["stats"].items(), key=lambda kv: -kv[1])[:4])
-        ping, tasks = phase["ping_ms"], phase["tasks_ms"]
-        table.add_row(
-            phase["attack"], stats, _ms(phase["rss_max_mb"]), str(phase["fds_max"] or "-"),
-            _ms(phase["cpu_percent"]), f"{_ms(ping['p50'])}/{_ms(ping['p99'])}", str(ping["missed"]),
-            _ms(tasks["p99"]),
-        )  # fmt: skip
-    if report.get("attacks"):
-        console.print(table, markup=False)
-    if probe:
-        usage = ", ".join(f"{name} {u['rss_max_mb']} MB/{u['fds_max']} fds" for name, u in probe["usage"].items())
-        console.print(f"node usage at most (RSS/fds): {usage}", highlight=False, markup=False)
-        ping = probe["ping_ms"]
-        console.print(f"honest ping of h1: p50 {_ms(ping['p50'])} ms, p99 {_ms(ping['p99'])} ms, "
-                      f"{ping['missed']} missed", highlight=False)  # fmt: skip
 
 
 @dataclass
@@ -428,85 +172,6 @@ class KillChurn:
         self.next_kill = following if following < self.window_s else None
         self.kills.append({"host": f"h{host + 1}", "killed_at_s": round(elapsed, 2), "back_after_s": None})
         return host
-
-
-def _window(samples: list[tuple[float, Any]], start: float, end: float) -> list[Any]:
-    return [value for at, value in samples if start <= at <= end]
-
-
-def _p(values: list[float], q: float) -> float | None:
-    found = percentile(values, q)
-    return None if found is None else round(found, 1)
-
-
-def victim_task_samples(runs: list[HostRun]) -> list[tuple[float, float]]:
-    """(seconds since go, ms) of every honest task to or from h1 (the victim, node 0)."""
-    out = []
-    for index, run in enumerate(runs):
-        for at, target, ms in (run.summary or {}).get("samples", []):
-            if index == 0 or target == 0:  # h1's own tasks, and everyone's tasks to h1 (first in their targets)
-                out.append((float(at), float(ms)))
-    return out
-
-
-def attack_phases(
-    attack_events: list[dict[str, Any]],
-    ping_events: list[dict[str, Any]],
-    victim: HostRun,
-    tasks: list[tuple[float, float]],
-) -> list[dict[str, Any]]:
-    """Per attack (and before the first one, "none"): what it sent and got, and what it cost h1 and
-    its honest peers: RSS and fds at most, CPU share, ping RTT, task latency."""
-    starts = [(e["name"], float(e["at_s"])) for e in attack_events if e.get("event") == "attack"]
-    done = {e["name"]: e for e in attack_events if e.get("event") == "attack_done"}
-    pings = [(float(e["at_s"]), e.get("ms")) for e in ping_events if e.get("event") == "rtt"]
-    usage = victim.usage
-    phases = []
-    for name, start in starts:
-        end = float(done[name]["at_s"]) if name in done else (usage[-1][0] if usage else start)
-        window = [u for u in usage if start <= u[0] <= end]
-        cpu = [(at, c) for at, _, _, c in window if c is not None]
-        rtts = [ms for ms in _window(pings, start, end) if ms is not None]
-        latencies = _window(tasks, start, end)
-        phases.append(
-            {
-                "attack": name,
-                "start_s": round(start, 1),
-                "end_s": round(end, 1),
-                "stats": done.get(name, {}).get("stats", {}),
-                "rss_max_mb": max((r / KIB_PER_MB for _, r, _, _ in window if r), default=None),
-                "fds_max": max((f for _, _, f, _ in window if f is not None), default=None),
-                "cpu_percent": round(100 * (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0]), 1)
-                if len(cpu) > 1 and cpu[-1][0] > cpu[0][0]
-                else None,
-                "ping_ms": {"p50": _p(rtts, 50), "p99": _p(rtts, 99), "missed": sum(
-                    1 for ms in _window(pings, start, end) if ms is None)},
-                "tasks_ms": {"count": len(latencies), "p50": _p(latencies, 50), "p99": _p(latencies, 99)},
-            }
-        )
-    return phases
-
-
-def usage_problems(runs: list[HostRun], rss_bound_mb: float, fd_bound: int) -> list[str]:
-    problems = []
-    for run in runs:
-        rss = max((r for _, r, _, _ in run.usage if r), default=0) / KIB_PER_MB
-        fds = max((f for _, _, f, _ in run.usage if f is not None), default=0)
-        if rss > rss_bound_mb:
-            problems.append(f"{run.name}: RSS reached {rss:.0f} MB (bound {rss_bound_mb:g})")
-        if fds > fd_bound:
-            problems.append(f"{run.name}: {fds} open fds (bound {fd_bound})")
-    return problems
-
-
-def usage_view(runs: list[HostRun]) -> dict[str, dict[str, float | int | None]]:
-    return {
-        run.name: {
-            "rss_max_mb": round(max((r for _, r, _, _ in run.usage if r), default=0) / KIB_PER_MB, 1),
-            "fds_max": max((f for _, _, f, _ in run.usage if f is not None), default=None),
-        }
-        for run in runs
-    }
 
 
 class Soak:
@@ -761,7 +426,7 @@ class Soak:
         rss = [run.rss_samples[-1][1] for run in self.runs if run.rss_samples and run.rss_samples[-1][1]]
         self._say(
             f"[{elapsed:6.1f} s] completed {completed:>7}  {rate:7.1f}/s  "
-            f"errors {errors:>5}  lost {lost:>4}  max RSS {_mb(max(rss) if rss else None)} MB"
+            f"errors {errors:>5}  lost {lost:>4}  max RSS {fmt_mb(max(rss) if rss else None)} MB"
         )
 
     def _teardown(self) -> None:
@@ -821,19 +486,11 @@ class Soak:
             deadline_hit=self.deadline_hit, stopped_by_signal=self.stopped_by_signal, failure=self.failure,
         )  # fmt: skip
         if self.probe:
-            pings = [e for e in self.ping_events if e.get("event") == "rtt"]
-            rtts = [float(e["ms"]) for e in pings if e.get("ms") is not None]
-            tasks = victim_task_samples(self.runs)
-            report["probe"] = {
-                "usage": usage_view(self.runs),
-                "ping_ms": {"p50": _p(rtts, 50), "p99": _p(rtts, 99), "missed": len(pings) - len(rtts)},
-                "victim_tasks_ms": {"p50": _p([ms for _, ms in tasks], 50), "p99": _p([ms for _, ms in tasks], 99)},
-            }
-            problems = usage_problems(self.runs, args.rss_bound_mb, args.fd_bound)
-            report["verdict"]["problems"] += problems
-            report["verdict"]["ok"] = report["verdict"]["ok"] and not problems
+            add_probe(report, self.runs, self.ping_events, rss_bound_mb=args.rss_bound_mb, fd_bound=args.fd_bound)
         if self.with_attacker and self.runs:
-            report["attacks"] = attack_phases(self.attack_events, self.ping_events, self.runs[0], tasks)
+            report["attacks"] = attack_phases(
+                self.attack_events, self.ping_events, self.runs[0], victim_task_samples(self.runs)
+            )
         return report
 
 
@@ -924,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     report = reports[-1] if not args.attacker else compare_runs(reports, args.p99_ratio)
     if args.attacker:
         console.print(
-            f"honest task p99: {_ms(report['comparison']['baseline_p99_ms'])} ms without the attacker, "
-            f"{_ms(report['comparison']['attacked_p99_ms'])} ms with it "
+            f"honest task p99: {fmt_ms(report['comparison']['baseline_p99_ms'])} ms without the attacker, "
+            f"{fmt_ms(report['comparison']['attacked_p99_ms'])} ms with it "
             f"(ratio {report['comparison']['ratio'] or '-'}, bound {args.p99_ratio:g})",
             highlight=False,
         )
@@ -937,29 +594,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["verdict"]["ok"] else 1
 
 
-def compare_runs(reports: list[dict[str, Any]], max_ratio: float) -> dict[str, Any]:
-    """The --attacker verdict: both runs sound, and the attacked one's honest p99 within ``max_ratio``."""
-    problems = []
-    baseline = reports[0] if reports else None
-    attacked = reports[1] if len(reports) > 1 else None
-    if baseline is None or attacked is None:
-        problems.append("the two runs did not both happen")
-    base_p99 = baseline["totals"]["latency_ms"]["p99"] if baseline else None
-    attacked_p99 = attacked["totals"]["latency_ms"]["p99"] if attacked else None
-    ratio = round(attacked_p99 / base_p99, 2) if base_p99 and attacked_p99 is not None else None
-    for name, report in (("without the attacker", baseline), ("with the attacker", attacked)):
-        if report is not None and not report["verdict"]["ok"]:
-            problems += [f"{name}: {p}" for p in report["verdict"]["problems"]]
-    if ratio is None or ratio > max_ratio:
-        problems.append(f"honest p99 {attacked_p99} ms with the attacker vs {base_p99} ms without (bound {max_ratio}x)")
-    return {
-        "baseline": baseline,
-        "attacked": attacked,
-        "comparison": {
-            "baseline_p99_ms": base_p99, "attacked_p99_ms": attacked_p99, "ratio": ratio, "max_ratio": max_ratio
-        },
-        "verdict": {"ok": not problems, "problems": problems},
-    }
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ from rich.console import Console
 
 from kosmesh.node.config import API_FILE, TOKEN_FILE
 from tests.rig import faults
+from tests.rig.attack_report import attack_phases, compare_runs
 from tests.rig.load import LoadPlan, Schedule, Tally, percentile, run_load
 from tests.rig.netns import RigUnavailable, check_available
-from tests.rig.soak import HostRun, KillChurn, PartitionChurn, assemble_report, read_rss_kib, render_report
+from tests.rig.soak import KillChurn, PartitionChurn
 from tests.rig.soak import main as soak_main
+from tests.rig.soak_report import HostRun, assemble_report, read_rss_kib, render_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_TIMEOUT_S = 120.0
@@ -302,3 +304,37 @@ def test_kill_churn_kills_each_host_in_turn_half_a_period_in() -> None:
     assert kills == [(5.0, 0), (15.0, 1), (25.0, 0), (35.0, 1)]
     assert killer.next_kill is None and [k["host"] for k in killer.kills] == ["h1", "h2", "h1", "h2"]
     assert KillChurn(hosts=2, every_s=0.0, window_s=40.0).step(100.0) is None  # off
+
+
+# -- the --attacker report ------------------------------------------------------------------------
+
+
+def test_attack_phases_say_what_each_attack_cost_the_victim_and_its_honest_peers() -> None:
+    victim = HostRun("h1", usage=[(0.0, 50_000, 20, 1.0), (5.0, 60_000, 30, 2.0), (10.0, 55_000, 25, 4.5)])
+    events = [
+        {"event": "attack", "name": "first", "at_s": 0.0},
+        {"event": "attack_done", "name": "first", "at_s": 5.0, "stats": {"sent": 10}},
+        {"event": "attack", "name": "second", "at_s": 5.0},
+        {"event": "attack_done", "name": "second", "at_s": 10.0, "stats": {"sent": 3}},
+    ]
+    pings = [{"event": "rtt", "at_s": t, "ms": ms} for t, ms in ((1.0, 2.0), (2.0, 4.0), (6.0, None), (7.0, 9.0))]
+    first, second = attack_phases(events, pings, victim, tasks=[(1.0, 10.0), (6.0, 30.0), (7.0, 20.0)])
+    assert (first["attack"], first["stats"]) == ("first", {"sent": 10})
+    assert (first["rss_max_mb"], first["fds_max"]) == (58.59375, 30)
+    assert first["cpu_percent"] == 20.0 and second["cpu_percent"] == 50.0
+    assert first["ping_ms"] == {"p50": 2.0, "p99": 4.0, "missed": 0}
+    assert second["ping_ms"] == {"p50": 9.0, "p99": 9.0, "missed": 1}
+    assert second["tasks_ms"] == {"count": 2, "p50": 20.0, "p99": 30.0}
+
+
+def _verdict_report(p99: float, ok: bool = True) -> dict[str, Any]:
+    return {"totals": {"latency_ms": {"p99": p99}}, "verdict": {"ok": ok, "problems": [] if ok else ["boom"]}}
+
+
+def test_the_attacker_verdict_holds_the_honest_p99_to_its_ratio() -> None:
+    assert compare_runs([_verdict_report(100.0), _verdict_report(190.0)], 2.0)["verdict"]["ok"]
+    slow = compare_runs([_verdict_report(100.0), _verdict_report(250.0)], 2.0)
+    assert not slow["verdict"]["ok"] and slow["comparison"]["ratio"] == 2.5
+    lost = compare_runs([_verdict_report(100.0), _verdict_report(110.0, ok=False)], 2.0)
+    assert lost["verdict"]["problems"] == ["with the attacker: boom"]
+    assert not compare_runs([_verdict_report(100.0)], 2.0)["verdict"]["ok"]
