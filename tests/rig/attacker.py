@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,16 @@ class Attacker:
             return None
         return host, conn
 
+    @contextlib.asynccontextmanager
+    async def _connected(self, attack: Attack) -> AsyncIterator[tuple[Host, Connection] | None]:
+        """A fresh identity's connection to the target (None if refused), closed afterwards."""
+        opened = await self._host(attack)
+        try:
+            yield opened
+        finally:
+            if opened is not None:
+                await opened[0].close()
+
     @staticmethod
     async def _stream(conn: Connection, protocol: str, attack: Attack) -> Stream | None:
         try:
@@ -104,18 +114,14 @@ class Attacker:
         answers; when the node resets the stream or drops the connection, start again on a new one."""
         until = time.monotonic() + seconds
         while time.monotonic() < until:
-            opened = await self._host(attack)
-            if opened is None:
-                await asyncio.sleep(0.1)  # pacing after a refusal, not waiting for a condition
-                continue
-            host, conn = opened
-            try:
-                stream = await self._stream(conn, KLP, attack)
-                if stream is None:
+            async with self._connected(attack) as opened:
+                stream = None if opened is None else await self._stream(opened[1], KLP, attack)
+                if opened is None or stream is None:
+                    await asyncio.sleep(0.1)  # pacing after a refusal, not waiting for a condition
                     continue
                 reading = asyncio.create_task(self._answers(stream, attack, until=until))
                 while time.monotonic() < until and not reading.done():
-                    batch = frames(host)
+                    batch = frames(opened[0])
                     try:
                         await asyncio.wait_for(stream.write_all(b"".join(batch)), max(0.01, until - time.monotonic()))
                     except (ConnectionError, TimeoutError):
@@ -124,8 +130,6 @@ class Attacker:
                     attack.count("sent", len(batch))
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
-            finally:
-                await host.close()
 
     # -- the attacks -------------------------------------------------------------------
     async def task_relayed_to_another_node(self, attack: Attack, seconds: float) -> None:
@@ -134,16 +138,14 @@ class Attacker:
         await self._flood(attack, seconds, lambda _: [signed_frame(signer, self.echo, "relayed") for _ in range(20)])
 
     async def peer_that_never_reads(self, attack: Attack, seconds: float) -> None:
-        """Small gzip'd requests whose answers are ~900 KB, on a connection that never reads."""
-        opened = await self._host(attack)
-        if opened is None:
-            return
-        host, conn = opened
-        until = time.monotonic() + seconds
-        try:
-            stream = await self._stream(conn, KLP, attack)
-            if stream is None:
+        """Small gzip'd requests whose answers are ~900 KB, on a connection that never reads (what the
+        node then does to the stream it cannot see: it reads nothing)."""
+        async with self._connected(attack) as opened:
+            stream = None if opened is None else await self._stream(opened[1], KLP, attack)
+            if opened is None or stream is None:
                 return
+            host, conn = opened
+            until = time.monotonic() + seconds
             transport = getattr(conn, "_transport", None)
             if transport is not None:
                 transport.pause_reading()  # from now on nothing the node sends is read
@@ -155,8 +157,6 @@ class Attacker:
                     break
                 attack.count("sent")
                 await asyncio.sleep(0.005)  # pacing the attacker's own CPU, not waiting for a condition
-        finally:
-            await host.close()  # (what the node did to the stream it cannot see: it reads nothing)
 
     async def replay_cache_flood(self, attack: Attack, seconds: float) -> None:
         """Distinct messages stamped as far in the future as allowed, with the longest ttl."""
@@ -210,31 +210,28 @@ class Attacker:
 
     async def streams_that_fill_buffers(self, attack: Attack, seconds: float) -> None:
         """Many streams, each sending up to its window to a handler that never reads it, 50 at a time."""
-        opened = await self._host(attack)
-        if opened is None:
-            return
-        host, conn = opened
-        until = time.monotonic() + seconds
-        chunk = b"\x00" * 65536
-
-        async def fill() -> None:
-            stream = await self._stream(conn, IDENTIFY, attack)
-            if stream is None:
+        async with self._connected(attack) as opened:
+            if opened is None:
                 return
-            with contextlib.suppress(ConnectionError):
-                for _ in range(16):
-                    stream.write(chunk)
-                attack.count("stream filled")
+            conn = opened[1]
+            until = time.monotonic() + seconds
+            chunk = b"\x00" * 65536
 
-        try:
+            async def fill() -> None:
+                stream = await self._stream(conn, IDENTIFY, attack)
+                if stream is None:
+                    return
+                with contextlib.suppress(ConnectionError):
+                    for _ in range(16):
+                        stream.write(chunk)
+                    attack.count("stream filled")
+
             filled = 0
             while time.monotonic() < until and filled < 1000 and not conn.closed:
                 await asyncio.gather(*(fill() for _ in range(50)))
                 filled += 50
             await asyncio.sleep(max(0.0, until - time.monotonic()))
             attack.count("connection dropped by the node" if conn.closed else "connection still up")
-        finally:
-            await host.close()
 
     async def records_and_replays_fill_the_disk(self, attack: Attack, seconds: float) -> None:
         """PEER_DISCOVERY records signed by fresh keys, then one message replayed over and over."""
@@ -267,12 +264,11 @@ class Attacker:
 
     async def stream_open_flood(self, attack: Attack, seconds: float) -> None:
         """New streams as fast as they can be opened, each abandoned at once."""
-        opened = await self._host(attack)
-        if opened is None:
-            return
-        host, conn = opened
-        until = time.monotonic() + seconds
-        try:
+        async with self._connected(attack) as opened:
+            if opened is None:
+                return
+            conn = opened[1]
+            until = time.monotonic() + seconds
             while time.monotonic() < until and not conn.closed:
                 stream = await self._stream(conn, KLP, attack)
                 if stream is None:
@@ -280,8 +276,6 @@ class Attacker:
                     continue
                 attack.count("opened")
                 stream.reset()
-        finally:
-            await host.close()
 
     async def markup_in_remote_strings(self, attack: Attack, seconds: float) -> None:
         """A node record whose strings are Rich markup, for `kosmesh peers` to choke on."""

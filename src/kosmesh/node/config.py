@@ -11,7 +11,12 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: the CLI reads config without loading the stack
+    from kosmesh.klp.budgets import RateLimits
+    from kosmesh.storage import Retention
+    from kosmesh.wire.host import HostLimits
 
 ROLES = ("peer", "gateway", "archive", "validator")
 CONFIG_FILE = "config.toml"
@@ -47,6 +52,19 @@ class KLPConfig:
     peer_cpu_burst: float = 0.5
     trusted_peer_multiplier: float = 10.0  # for peers trusted at 8 or more
 
+    def rate_limits(self) -> RateLimits:
+        from kosmesh.klp.budgets import RateLimits
+
+        return RateLimits(
+            messages_per_s=self.peer_messages_per_s,
+            message_burst=self.peer_message_burst,
+            bytes_per_s=self.peer_bytes_per_s,
+            byte_burst=self.peer_byte_burst,
+            cpu_per_s=self.peer_cpu_per_s,
+            cpu_burst=self.peer_cpu_burst,
+            trusted_multiplier=self.trusted_peer_multiplier,
+        )
+
 
 @dataclass(slots=True)
 class WireConfig:
@@ -69,6 +87,35 @@ class WireConfig:
     max_buffered_in: int = 16 * 1024 * 1024  # unread received bytes per connection
     node_max_buffered_in: int = 128 * 1024 * 1024  # ...and on all connections together
 
+    def host_limits(self) -> HostLimits:
+        """The bounds the host and each of its connections enforce, as configured here."""
+        from kosmesh.wire.connection import ConnectionLimits
+        from kosmesh.wire.host import HostLimits
+
+        connection = ConnectionLimits(
+            keepalive_interval=self.keepalive_interval_s,
+            idle_timeout=self.idle_timeout_s,
+            handshake_timeout=self.handshake_timeout_s,
+            max_streams=self.max_streams,
+            stream_open_rate=self.stream_open_rate,
+            stream_open_burst=self.stream_open_burst,
+            max_write_buffer=self.max_write_buffer,
+            max_stream_write_buffer=self.max_write_buffer // 2,
+            write_stall_timeout=self.write_stall_timeout_s,
+            max_buffered_in=self.max_buffered_in,
+        )
+        return HostLimits(
+            max_connections=self.max_connections,
+            reserved_outbound=self.reserved_outbound,
+            max_inbound_per_ip=self.max_inbound_per_ip,
+            max_pending_inbound=self.max_pending_inbound,
+            max_pending_inbound_per_ip=self.max_pending_inbound_per_ip,
+            accept_backlog=self.accept_backlog,
+            dial_timeout=self.dial_timeout_s,
+            max_buffered_in=self.node_max_buffered_in,
+            connection=connection,
+        )
+
 
 @dataclass(slots=True)
 class RedialConfig:
@@ -89,6 +136,19 @@ class StorageConfig:
     connections_max_age_days: float = 7.0
     peers_max_rows: int = 10_000
     retention_interval_s: float = 60.0
+
+    def retention(self) -> Retention:
+        from kosmesh.storage import DAY, Retention
+
+        return Retention(
+            tasks_max_rows=self.tasks_max_rows,
+            tasks_max_age_s=self.tasks_max_age_days * DAY,
+            messages_max_rows=self.messages_max_rows,
+            messages_max_age_s=self.messages_max_age_days * DAY,
+            connections_max_rows=self.connections_max_rows,
+            connections_max_age_s=self.connections_max_age_days * DAY,
+            peers_max_rows=self.peers_max_rows,
+        )
 
 
 @dataclass(slots=True)

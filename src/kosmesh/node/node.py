@@ -36,9 +36,9 @@ from kosmesh.node.config import DB_FILE, KEY_FILE, LOCK_FILE, NodeConfig, load_c
 from kosmesh.node.services import build_services
 from kosmesh.storage import Storage
 from kosmesh.trust.service import TrustError, TrustService
-from kosmesh.wire.connection import Connection, ConnectionLimits
+from kosmesh.wire.connection import Connection
 from kosmesh.wire.driver import ServiceDriver
-from kosmesh.wire.host import DialError, Host, HostLimits
+from kosmesh.wire.host import DialError, Host
 from kosmesh.wire.identify_service import IdentifyService
 from kosmesh.wire.multiaddr import Multiaddr, MultiaddrError
 from kosmesh.wire.ping_service import PingService
@@ -103,34 +103,7 @@ class Node:
         self.agents = AgentRegistry()
         self.agents.register("echo", echo_agent, capabilities=["echo"], description="answers with its input")
         self.storage = Storage(self.home / DB_FILE)
-        wire = self.config.wire
-        limits = ConnectionLimits(
-            keepalive_interval=wire.keepalive_interval_s,
-            idle_timeout=wire.idle_timeout_s,
-            handshake_timeout=wire.handshake_timeout_s,
-            max_streams=wire.max_streams,
-            stream_open_rate=wire.stream_open_rate,
-            stream_open_burst=wire.stream_open_burst,
-            max_write_buffer=wire.max_write_buffer,
-            max_stream_write_buffer=wire.max_write_buffer // 2,
-            write_stall_timeout=wire.write_stall_timeout_s,
-            max_buffered_in=wire.max_buffered_in,
-        )
-        self.host = Host(
-            self.identity,
-            agent_version=f"kosmesh/{__version__}",
-            limits=HostLimits(
-                max_connections=wire.max_connections,
-                reserved_outbound=wire.reserved_outbound,
-                max_inbound_per_ip=wire.max_inbound_per_ip,
-                max_pending_inbound=wire.max_pending_inbound,
-                max_pending_inbound_per_ip=wire.max_pending_inbound_per_ip,
-                accept_backlog=wire.accept_backlog,
-                dial_timeout=wire.dial_timeout_s,
-                max_buffered_in=wire.node_max_buffered_in,
-                connection=limits,
-            ),
-        )
+        self.host = Host(self.identity, agent_version=f"kosmesh/{__version__}", limits=self.config.wire.host_limits())
         self.driver = ServiceDriver(self.host)
         for service in [*build_services(self), *(services or ())]:
             self.driver.add(service)

@@ -14,11 +14,10 @@ from kosmesh.discovery.redial import RedialPolicy
 from kosmesh.discovery.redial_service import RedialService
 from kosmesh.identity import PeerId
 from kosmesh.klp import KLPProcessor
-from kosmesh.klp.endpoint import KLPEndpoint, RateLimits
+from kosmesh.klp.endpoint import KLPEndpoint
 from kosmesh.klp.record_exchange import RecordExchangeService
 from kosmesh.node.message_log import MessageLogger
 from kosmesh.node.retention import RetentionService
-from kosmesh.storage import DAY, Retention
 from kosmesh.trust.service import TrustService
 from kosmesh.wire.identify_service import IdentifyService, PeerInfo
 from kosmesh.wire.ping_service import PingService
@@ -54,15 +53,7 @@ def build_services(node: Node) -> list[Service]:
         workers=cfg.klp.workers,
         queue_capacity=cfg.klp.queue_capacity,
         default_ttl=cfg.klp.default_ttl,
-        limits=RateLimits(
-            messages_per_s=cfg.klp.peer_messages_per_s,
-            message_burst=cfg.klp.peer_message_burst,
-            bytes_per_s=cfg.klp.peer_bytes_per_s,
-            byte_burst=cfg.klp.peer_byte_burst,
-            cpu_per_s=cfg.klp.peer_cpu_per_s,
-            cpu_burst=cfg.klp.peer_cpu_burst,
-            trusted_multiplier=cfg.klp.trusted_peer_multiplier,
-        ),
+        limits=cfg.klp.rate_limits(),
         on_message=MessageLogger(node.storage.messages),
     )
     node.storage.db.after_commit.append(klp.flush_answers)  # answers kept by one commit leave together
@@ -73,16 +64,6 @@ def build_services(node: Node) -> list[Service]:
         records.identified(peer, info.protocols)
 
     identify.on_identified.append(identified)
-    st = cfg.storage
-    retention = Retention(
-        tasks_max_rows=st.tasks_max_rows,
-        tasks_max_age_s=st.tasks_max_age_days * DAY,
-        messages_max_rows=st.messages_max_rows,
-        messages_max_age_s=st.messages_max_age_days * DAY,
-        connections_max_rows=st.connections_max_rows,
-        connections_max_age_s=st.connections_max_age_days * DAY,
-        peers_max_rows=st.peers_max_rows,
-    )
 
     def keep_peers() -> set[str]:
         connected = {str(c.remote_peer_id) for c in node.host.connections}
@@ -102,6 +83,8 @@ def build_services(node: Node) -> list[Service]:
         ),
         records,
         AgentTaskService(node.agents, node.storage.tasks, task_timeout_s=cfg.klp.task_timeout_s),
-        RetentionService(node.storage, retention, interval_s=st.retention_interval_s, keep_peers=keep_peers),
+        RetentionService(
+            node.storage, cfg.storage.retention(), interval_s=cfg.storage.retention_interval_s, keep_peers=keep_peers
+        ),
     ]
 
