@@ -73,6 +73,7 @@ async def serve() -> None:
         # unknown one's, which is what a benchmark of one peer's throughput is about.
         config = NodeConfig(trust=TrustConfig(default_score=8.0))
         config.listen = [f"/ip4/{HOST}/tcp/0"]
+        config.wire.stream_open_rate = 1e6  # the streams metric opens them as fast as it can (default: 1,000/s)
         async with Node(home, config=config) as node:
             node.register_agent("sink", sink_agent)
             loop = asyncio.get_running_loop()
@@ -215,6 +216,7 @@ async def client(args: ClientArgs) -> None:
         # unknown one's, which is what a benchmark of one peer's throughput is about.
         config = NodeConfig(trust=TrustConfig(default_score=8.0))
         config.listen = [f"/ip4/{HOST}/tcp/0"]
+        config.wire.stream_open_rate = 1e6  # the streams metric opens them as fast as it can (default: 1,000/s)
         async with Node(home, config=config) as node:
             await node.connect(addr)
             steps = {

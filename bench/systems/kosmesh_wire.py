@@ -33,9 +33,12 @@ from _common import (
 
 from kosmesh.identity import Ed25519PrivateKey
 from kosmesh.wire.attach import attach_identify_and_ping
-from kosmesh.wire.connection import Connection, Stream
-from kosmesh.wire.host import Host
+from kosmesh.wire.connection import Connection, ConnectionLimits, Stream
+from kosmesh.wire.host import Host, HostLimits
 
+# The streams metric opens streams as fast as one connection can: far past the per-connection rate
+# a node allows by default (1,000/s, against stream floods), so the benchmark raises it.
+BENCH_LIMITS = HostLimits(connection=ConnectionLimits(stream_open_rate=1e6))
 HOST = "127.0.0.1"
 
 
@@ -86,7 +89,7 @@ async def sink(stream: Stream) -> None:
 
 
 async def serve() -> None:
-    host = Host(Ed25519PrivateKey.generate())
+    host = Host(Ed25519PrivateKey.generate(), limits=BENCH_LIMITS)
     await attach_identify_and_ping(host)  # what every libp2p host serves, as a node does
     host.set_stream_handler(ECHO_PROTOCOL, echo)
     host.set_stream_handler(SINK_PROTOCOL, sink)
@@ -192,7 +195,7 @@ async def measure_dial(host: Host, target: str, args: ClientArgs, result: Result
 async def client(args: ClientArgs) -> None:
     result = Result(system="kosmesh-wire")
     target = f"/ip4/{args.host}/tcp/{args.port}/p2p/{args.extra[0]}"
-    host = Host(Ed25519PrivateKey.generate())
+    host = Host(Ed25519PrivateKey.generate(), limits=BENCH_LIMITS)
     await attach_identify_and_ping(host)
     try:
         conn = await host.dial(target)

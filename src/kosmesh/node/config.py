@@ -80,7 +80,7 @@ class WireConfig:
     max_pending_inbound_per_ip: int = 16  # ...and per address
     accept_backlog: int = 128  # the kernel's accept queue
     max_streams: int = 1024  # per connection
-    stream_open_rate: float = 5000.0  # inbound streams a connection may open a second...
+    stream_open_rate: float = 1000.0  # inbound streams a connection may open a second...
     stream_open_burst: float = 256.0  # ...and at once; past it they are reset before any work
     max_write_buffer: int = 4 * 1024 * 1024  # unsent bytes a connection may queue (a stream: half)
     write_stall_timeout_s: float = 30.0  # a queue that makes no progress this long: reset or dropped
