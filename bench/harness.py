@@ -86,6 +86,7 @@ class SystemSpec:
     venv: Path | None  # None: the interpreter running this harness
     setup: Path | None = None  # script that creates the venv if it is missing
     description: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # for both processes (e.g. PYTHONPATH of a baseline)
 
     def default_python(self) -> Path:
         if self.venv is None:
@@ -115,7 +116,22 @@ KNOWN_SYSTEMS: list[SystemSpec] = [
 ]
 
 
-def spec_for(name: str) -> SystemSpec:
+BASELINE_SUFFIX = "@base"
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (a baseline's is not)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def spec_for(name: str, baseline: Path | None = None) -> SystemSpec:
+    """The system called ``name``; ``kosmesh-…@base`` is the same system from the ``baseline`` tree
+    (its own script, its own ``src`` first on the path), for A/B runs in one harness run."""
+    if name.endswith(BASELINE_SUFFIX) and baseline is not None:
+        spec = spec_for(name.removesuffix(BASELINE_SUFFIX))
+        script = baseline / spec.script.relative_to(ROOT)
+        return SystemSpec(name, script, spec.venv, None, f"{spec.description} (baseline {baseline})",
+                          {"PYTHONPATH": str(baseline / "src")})  # fmt: skip
     for spec in KNOWN_SYSTEMS:
         if spec.name == name:
             return spec
@@ -328,7 +344,7 @@ def run_round(spec: SystemSpec, python: Path, settings: Settings, round_no: int)
             log.write(f"=== round {round_no} {datetime.datetime.now().isoformat(timespec='seconds')}\n")
             log.flush()
         try:
-            server = spawn([str(python), str(spec.script), "server"], server_log, server_cpus)
+            server = spawn([str(python), str(spec.script), "server"], server_log, server_cpus, extra_env=spec.env)
             try:
                 words = wait_ready(server, min(READY_TIMEOUT_S, settings.timeout), server_log)
             except RuntimeError as exc:
@@ -344,7 +360,7 @@ def run_round(spec: SystemSpec, python: Path, settings: Settings, round_no: int)
                 [str(python), str(spec.script), "client", host, port, *extra, *settings.client_flags()],
                 client_log,
                 client_cpus,
-                extra_env={"BENCH_SERVER_PID": str(server.pid)},
+                extra_env={**spec.env, "BENCH_SERVER_PID": str(server.pid)},
             )
             try:
                 stdout, _ = client.communicate(timeout=max(1.0, deadline - time.monotonic()))
@@ -596,7 +612,7 @@ def write_json(path: Path, outcomes: dict[str, SystemOutcome], settings: Setting
             "ok": outcome.ok,
             "error": None if outcome.ok else (outcome.error or next((r.error for r in outcome.rounds), None)),
             "python": str(outcome.python),
-            "script": str(outcome.spec.script.relative_to(ROOT)),
+            "script": shown(outcome.spec.script),
             "metrics": outcome.merged(),
             "rounds": [
                 {"ok": r.ok, "error": r.error, "wall_s": round(r.wall_s, 2), "metrics": r.metrics}
@@ -638,6 +654,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SYSTEM=PATH",
         help="interpreter for a system (repeatable), e.g. py-libp2p=/opt/venv/bin/python",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add): adds kosmesh-wire@base and kosmesh-klp@base, "
+        "run from it, interleaved with the rest (A/B in one run)",
+    )
     parser.add_argument("--no-setup", action="store_true", help="never run a system's setup script")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json", help="JSON output path")
     parser.add_argument("--list", action="store_true", help="list known systems and exit")
@@ -669,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     names = [n.strip() for n in (args.systems or ",".join(default_system_names())).split(",") if n.strip()]
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline is not None and args.systems is None:
+        names += [f"{n}{BASELINE_SUFFIX}" for n in ("kosmesh-wire", "kosmesh-klp") if n in names]
     overrides: dict[str, Path] = {}
     for item in args.python:
         name, sep, path = item.partition("=")
@@ -692,11 +717,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     outcomes: dict[str, SystemOutcome] = {}
     for name in names:
-        spec = spec_for(name)
+        spec = spec_for(name, baseline)
         python = overrides.get(name, spec.default_python())
         outcome = SystemOutcome(spec, python)
         if not spec.script.exists():
-            outcome.error = f"no script {spec.script.relative_to(ROOT)}"
+            outcome.error = f"no script {shown(spec.script)}"
         outcomes[name] = outcome
 
     started_at = datetime.datetime.now(datetime.UTC)
