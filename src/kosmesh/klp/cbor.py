@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import cbor2
 
@@ -288,3 +288,12 @@ def reject_tag(*_args: Any) -> NoReturn:
 
 
 NO_TAGS = _RejectAllTags()
+# Every cbor2 safety switch a KLP decoder turns on: no tags (so no exotic objects from hostile
+# input), no indefinite lengths, no duplicate keys, only hashable keys. Callers add max_depth.
+SAFE_DECODING: Final[dict[str, Any]] = {
+    "tag_hook": reject_tag,
+    "semantic_decoders": NO_TAGS,
+    "allow_indefinite": False,
+    "allow_duplicate_keys": False,
+    "strict_hashable_types": True,
+}

@@ -46,7 +46,7 @@ from kosmesh.klp.cbor import (
     K_SIGNATURE,
     K_SIGNATURE_64,
     MAP_HEADS,
-    NO_TAGS,
+    SAFE_DECODING,
     SHORT_HEADS,
     encode_all,
     front_cbor,
@@ -54,7 +54,6 @@ from kosmesh.klp.cbor import (
     meta_head_cbor,
     meta_tail_cbor,
     mid_cbor,
-    reject_tag,
     tail_cbor,
     trust_cbor,
     trust_fields_cbor,
@@ -426,15 +425,7 @@ def decode_envelope(data: bytes, max_size: int = MAX_MESSAGE_BYTES) -> DecodedEn
     data = bytes(data)
     try:
         # Trailing bytes are caught below: the input must equal the re-encoding of its content.
-        top = cbor2.loads(
-            data,
-            tag_hook=reject_tag,
-            semantic_decoders=NO_TAGS,
-            max_depth=ENVELOPE_MAX_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
+        top = cbor2.loads(data, max_depth=ENVELOPE_MAX_DEPTH, **SAFE_DECODING)
     except Exception as exc:
         fail(REASON_MALFORMED, f"not a CBOR item: {str(exc)[:200]}")
     # Each check below has a fast test for the usual value; anything else goes to the full check,

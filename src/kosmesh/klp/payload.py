@@ -14,7 +14,7 @@ from typing import Any
 
 import cbor2
 
-from kosmesh.klp.cbor import NO_TAGS, SHORT_HEADS, head, reject_tag
+from kosmesh.klp.cbor import SAFE_DECODING, SHORT_HEADS, head
 from kosmesh.klp.model import (
     COMPRESSION_GZIP,
     CONTENT_TYPE_CBOR,
@@ -47,16 +47,7 @@ def _text_keys_only(mapping: Any, _immutable: bool) -> Any:
 def _strict_loads(data: bytes, max_depth: int) -> Any:
     """Decode one payload item with every cbor2 safety switch on; trailing bytes are an error."""
     stream = io.BytesIO(data)
-    decoder = cbor2.CBORDecoder(
-        stream,
-        tag_hook=reject_tag,
-        object_hook=_text_keys_only,
-        semantic_decoders=NO_TAGS,
-        max_depth=max_depth,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-        strict_hashable_types=True,
-    )
+    decoder = cbor2.CBORDecoder(stream, object_hook=_text_keys_only, max_depth=max_depth, **SAFE_DECODING)
     value = decoder.decode()
     if stream.tell() != len(data):
         raise ValueError("trailing bytes after the CBOR item")
@@ -132,15 +123,7 @@ def _walk(data: bytes, limit: int) -> None:
 
 def _loads_walked(data: bytes, max_depth: int) -> Any:
     """Decode one payload item that :func:`_walk` has already checked (no tags, text keys)."""
-    return cbor2.loads(
-        data,
-        tag_hook=reject_tag,
-        semantic_decoders=NO_TAGS,
-        max_depth=max_depth,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-        strict_hashable_types=True,
-    )
+    return cbor2.loads(data, max_depth=max_depth, **SAFE_DECODING)
 
 
 _PLAIN_SCALARS = frozenset({str, bytes, float, bool, type(None)})
