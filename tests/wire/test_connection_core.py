@@ -166,6 +166,21 @@ def test_too_many_negotiating_streams_are_refused() -> None:
     assert len(client.of(StreamNegotiated)) + len(client.of(NegotiationFailed)) == 5
 
 
+def test_our_own_pending_opens_do_not_count_against_the_remotes_negotiation_cap() -> None:
+    """max_negotiating_streams bounds what a remote can make us hold; streams this side opened and
+    is still negotiating (to a slow peer, say) must not make honest inbound streams be refused."""
+    client, server = client_and_server(max_negotiating_streams=2)
+    for _ in range(3):
+        server.core.open_stream([ECHO], 0.0)
+    held = server.core.data_to_send()  # not delivered yet: the server's three still negotiate
+    assert server.core.negotiating == 3 and server.core.negotiating_in == 0
+    sid = client.core.open_stream([ECHO], 0.0)
+    server.feed(client.core.data_to_send(), 0.0)
+    client.feed(held + server.core.data_to_send(), 0.0)  # in order, as the socket would
+    assert sid in [e.stream_id for e in client.of(StreamNegotiated)]  # accepted, not reset
+    assert client.of(NegotiationFailed) == []
+
+
 def test_cancelled_open_leaves_nothing() -> None:
     client, server = client_and_server()
     sid = client.core.open_stream([ECHO], 0.0)

@@ -89,6 +89,7 @@ class ConnectionCore:
         "_last_received",
         "_ms",
         "_negotiating",
+        "_negotiating_in",
         "_negotiations",
         "_noise",
         "_now",
@@ -165,7 +166,8 @@ class ConnectionCore:
         # _Negotiation) and abandoned ones (_DISCARD). Everything else passes straight through.
         self._special: dict[int, _Negotiation | str] = {}
         self._negotiations: deque[_Negotiation] = deque()  # creation order = deadline order
-        self._negotiating = 0
+        self._negotiating = 0  # ours and the remote's...
+        self._negotiating_in = 0  # ...and the remote's alone, which max_negotiating_streams bounds
         self._ping_counter = 0
         self._pings: dict[int, float] = {}
         self._open_bucket = TokenBucket(limits.stream_open_rate, limits.stream_open_burst, now)
@@ -191,7 +193,13 @@ class ConnectionCore:
 
     @property
     def negotiating(self) -> int:
+        """Streams still agreeing on a protocol, opened by either side."""
         return self._negotiating
+
+    @property
+    def negotiating_in(self) -> int:
+        """Of those, the ones the remote opened: at most ``max_negotiating_streams``."""
+        return self._negotiating_in
 
     @property
     def negotiation_deadlines(self) -> int:
@@ -361,7 +369,7 @@ class ConnectionCore:
             self.streams_refused += 1
             session.reset_stream(stream_id)
             return
-        if self._negotiating >= self.limits.max_negotiating_streams:
+        if self._negotiating_in >= self.limits.max_negotiating_streams:  # our own dials do not count
             session.reset_stream(stream_id)
             return
         listener = multistream.MultistreamListener(self._supports)
@@ -372,6 +380,7 @@ class ConnectionCore:
     def _track(self, entry: _Negotiation) -> None:
         self._special[entry.stream_id] = entry
         self._negotiating += 1
+        self._negotiating_in += not entry.outbound
         self._negotiations.append(entry)
         if entry.deadline < self.next_timer:
             self.next_timer = entry.deadline
@@ -403,6 +412,7 @@ class ConnectionCore:
     def _finish_negotiation(self, entry: _Negotiation) -> None:
         del self._special[entry.stream_id]
         self._negotiating -= 1
+        self._negotiating_in -= not entry.outbound
         queue = self._negotiations
         special = self._special
         while queue and special.get(queue[0].stream_id) is not queue[0]:
@@ -546,7 +556,7 @@ class ConnectionCore:
             self.close_reason = reason
         self._special.clear()
         self._negotiations.clear()
-        self._negotiating = 0
+        self._negotiating = self._negotiating_in = 0
         self._pings.clear()
         self._outbound.clear()
         self._inbound.release()
