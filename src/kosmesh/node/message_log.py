@@ -25,7 +25,6 @@ class MessageLogger:
     def __init__(self, log: MessageLog) -> None:
         self.log = log
         self._budget: BucketTable[PeerId] = BucketTable(ROWS_PER_S_PER_PEER, ROW_BURST_PER_PEER)
-        self.skipped = 0
 
     def __call__(self, remote: PeerId, message: KLPMessage | None, status: str, reason: str | None) -> None:
         if message is None or reason == REASON_REPLAY:
@@ -33,7 +32,6 @@ class MessageLogger:
         if status == "processed" and message.type == MessageType.TASK_REQUEST:
             return
         if self._budget.take(remote, time.monotonic()):
-            self.skipped += 1
             return
         self.log.log(
             message_id=message.metadata.message_id,

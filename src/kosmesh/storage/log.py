@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kosmesh.storage.database import Database
 
 
@@ -27,10 +25,6 @@ class ConnectionLog:
             (when, (reason or "")[:512], connection_id),
             None,
         )
-
-    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._db.query("SELECT * FROM connections ORDER BY rowid DESC LIMIT ?", (limit,))
-        return [dict(row) for row in rows]
 
     async def count(self) -> int:
         rows = await self._db.query("SELECT count(*) FROM connections")
@@ -68,10 +62,6 @@ class MessageLog:
             (message_id, direction, type, source[:512], target[:512], status, reason[:256] if reason else None, when),
             None,
         )
-
-    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._db.query("SELECT * FROM messages ORDER BY rowid DESC LIMIT ?", (limit,))
-        return [dict(row) for row in rows]
 
     async def count(self) -> int:
         rows = await self._db.query("SELECT count(*) FROM messages")
